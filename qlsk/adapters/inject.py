@@ -1,0 +1,246 @@
+"""Attach LoRA or Queryable LoRA to the linear layers of any network."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .lora import LoraLinear
+from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
+
+METHODS = ("queryable", "lora")
+LORA_OPTIONS = {"rank": 8, "alpha": 16.0, "dropout": 0.0}
+QUERYABLE_OPTIONS = {
+    **LORA_OPTIONS, "n_atoms": 16, "top_k": 2, "block_size": 2, "temperature": 1.0,
+    "key_dim": None, "prior_strength": 1.0, "prior_temperature": 0.5,
+    "task_description": None, "text_encoder": "lexical",
+}
+
+
+class AdaptedModel(nn.Module):
+    """A network with adapted linear layers; calls it exactly like the original.
+
+    Parameters
+    ----------
+    base_model : torch.nn.Module
+        The network, with its targeted ``nn.Linear`` layers replaced by adapter layers.
+    layers : list of LoraLinear
+        The adapted layers in forward order.
+    method : {"queryable", "lora"}
+        The adapter kind.
+    memory : AtomMemory or None
+        The shared atom memory (Queryable LoRA only).
+    config : dict
+        The options the adapters were built with.
+    """
+
+    def __init__(self, base_model: nn.Module, layers: list[LoraLinear], method: str,
+                 memory: AtomMemory | None, config: dict):
+        super().__init__()
+        self.base_model = base_model
+        self.memory = memory
+        self.method = method
+        self.config = dict(config)
+        object.__setattr__(self, "adapted_layers", list(layers))
+
+    def forward(self, *args, **kwargs):
+        return self.base_model(*args, **kwargs)
+
+
+def _select(model: nn.Module, target_modules) -> list[tuple[str, nn.Linear]]:
+    named = dict(model.named_modules())
+    if target_modules is None:
+        chosen = [(n, m) for n, m in named.items() if isinstance(m, nn.Linear)]
+    elif isinstance(target_modules, str):
+        pattern = re.compile(target_modules)
+        chosen = [(n, m) for n, m in named.items()
+                  if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
+    elif callable(target_modules):
+        chosen = [(n, m) for n, m in named.items() if target_modules(n, m)]
+    elif isinstance(target_modules, Sequence):
+        missing = [n for n in target_modules if n not in named]
+        if missing:
+            raise ValueError(f"target_modules not found in the model: {missing}")
+        chosen = [(n, named[n]) for n in target_modules]
+    else:
+        raise TypeError("target_modules must be None, a regex string, a list of module "
+                        f"names or a predicate (name, module) -> bool, got {target_modules!r}")
+    wrong = [n for n, m in chosen if not isinstance(m, nn.Linear)]
+    if wrong:
+        raise TypeError(f"only nn.Linear layers can be adapted, not {wrong}")
+    if not chosen:
+        raise ValueError("no nn.Linear layer matched target_modules")
+    return chosen
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def _options(method: str, config: dict) -> dict:
+    defaults = {"queryable": QUERYABLE_OPTIONS, "lora": LORA_OPTIONS}.get(method)
+    if defaults is None:
+        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown option(s) for method={method!r}: {unknown}")
+    return {**defaults, **config}
+
+
+def _log_prior(options: dict) -> torch.Tensor | None:
+    if options["task_description"] is None:
+        return None
+    from ..text import embed
+
+    return instruction_prior(embed(options["task_description"], options["text_encoder"]),
+                             options["n_atoms"], options["prior_temperature"])
+
+
+def inject(model: nn.Module, method: str = "queryable", target_modules=None,
+           **config) -> AdaptedModel:
+    """Freeze ``model`` and wrap its linear layers with LoRA or Queryable LoRA.
+
+    The model is changed in place (its targeted layers are replaced) and returned
+    wrapped in an :class:`AdaptedModel`; deep-copy it first to keep the original.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any network with ``nn.Linear`` layers: an MLP, attention projections, ...
+    method : {"queryable", "lora"}
+        Queryable LoRA (shared routed atoms) or plain LoRA.
+    target_modules : None, str, list of str or callable
+        Which layers to adapt. ``None``: every ``nn.Linear`` in registration order.
+        A string: a regular expression that must match the full module name. A list
+        of names: exactly those, **in the given order**, which must be the order in
+        which the model calls them. A callable ``(name, module) -> bool``.
+    **config
+        ``rank`` (8), ``alpha`` (16), ``dropout`` (0) for both methods; for
+        ``"queryable"`` also ``n_atoms`` (16), ``top_k`` (2), ``block_size`` (2),
+        ``temperature`` (1), ``key_dim`` (``max(rank, 8)``), ``prior_strength`` (1),
+        ``prior_temperature`` (0.5), ``task_description`` (None: no prior; a string
+        or a precomputed vector) and ``text_encoder`` ("lexical", "semantic" or a
+        callable).
+
+    Returns
+    -------
+    AdaptedModel
+        Only the adapter parameters require gradients.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from qlsk.adapters import inject
+    >>> net = nn.Sequential(nn.Linear(4, 32), nn.SiLU(), nn.Linear(32, 32), nn.SiLU(),
+    ...                     nn.Linear(32, 1))
+    >>> adapted = inject(net, "queryable", rank=4, n_atoms=8, top_k=2)
+    >>> adapted(torch.randn(5, 4)).shape
+    torch.Size([5, 1])
+    """
+    options = _options(method, config)
+    chosen = _select(model, target_modules)
+    model.requires_grad_(False)
+    n_layers = len(chosen)
+    rank, alpha, dropout = options["rank"], options["alpha"], options["dropout"]
+    memory = None
+    if method == "queryable":
+        block_size = options["block_size"]
+        if int(block_size) != block_size or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        weight = chosen[0][1].weight
+        memory = AtomMemory(
+            rank, options["n_atoms"], math.ceil(n_layers / block_size),
+            top_k=options["top_k"], temperature=options["temperature"],
+            key_dim=options["key_dim"], prior_strength=options["prior_strength"],
+            log_prior=_log_prior(options),
+        ).to(device=weight.device, dtype=weight.dtype)
+    layers = []
+    for index, (name, linear) in enumerate(chosen):
+        if method == "queryable":
+            layer = QueryableLoraLinear(linear, memory, index, block_size, n_layers,
+                                        rank=rank, alpha=alpha, dropout=dropout)
+        else:
+            layer = LoraLinear(linear, rank=rank, alpha=alpha, dropout=dropout)
+        _replace(model, name, layer)
+        layers.append(layer)
+    return AdaptedModel(model, layers, method, memory, options)
+
+
+def count_trainable_parameters(model: nn.Module) -> int:
+    """Number of parameters that receive gradients."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _is_adapter_key(key: str) -> bool:
+    return ".lora_" in key or key.startswith("lora_") or key.startswith("memory.")
+
+
+def adapter_state_dict(model: AdaptedModel) -> dict[str, torch.Tensor]:
+    """The adapter parameters and buffers only (A, B, atoms, keys, routing, prior)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if _is_adapter_key(k)}
+
+
+def load_adapter_state_dict(model: AdaptedModel, state: dict[str, torch.Tensor]) -> None:
+    """Load adapter weights saved by :func:`adapter_state_dict` into ``model``.
+
+    Raises
+    ------
+    ValueError
+        If a key is missing or unexpected, naming it.
+    """
+    own = {k for k in model.state_dict() if _is_adapter_key(k)}
+    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+    if missing or unexpected:
+        raise ValueError(f"adapter state does not fit this model: missing {missing}, "
+                         f"unexpected {unexpected}")
+    if "memory.log_prior" in state and model.memory.log_prior is None:
+        model.memory.set_prior(state["memory.log_prior"])
+    model.load_state_dict(state, strict=False)
+
+
+def save_adapter(model: AdaptedModel, path, overwrite: bool = False) -> None:
+    """Write the adapter state to ``path`` in safetensors format."""
+    from safetensors.torch import save_file
+
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    save_file({k: v.contiguous() for k, v in adapter_state_dict(model).items()}, str(path))
+
+
+def load_adapter(model: AdaptedModel, path) -> None:
+    """Load an adapter state written by :func:`save_adapter` into ``model``."""
+    from safetensors.torch import load_file
+
+    device = next(model.parameters()).device
+    load_adapter_state_dict(model, load_file(str(path), device=str(device)))
+
+
+def _lora_layers(model: AdaptedModel) -> list[LoraLinear]:
+    if model.method != "lora":
+        raise TypeError(
+            "Queryable LoRA cannot be merged into the base weights: its update "
+            "B S_b(h) A depends on the input through the routing")
+    return model.adapted_layers
+
+
+def merge(model: AdaptedModel) -> AdaptedModel:
+    """Fold plain-LoRA updates into the base weights (outputs stay the same)."""
+    for layer in _lora_layers(model):
+        layer.merge()
+    return model
+
+
+def unmerge(model: AdaptedModel) -> AdaptedModel:
+    """Undo :func:`merge`."""
+    for layer in _lora_layers(model):
+        layer.unmerge()
+    return model
+

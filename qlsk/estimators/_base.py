@@ -1,0 +1,158 @@
+"""The scikit-learn contract shared by every qlsk regressor."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.callbacks import EarlyStopping
+from skorch.dataset import ValidSplit
+
+from ._net import EpochProgress, Net, ScaledMSELoss, StopOnNonFinite
+
+# What fit learns; forgotten at the start of every fit and after a failed one.
+_FITTED = ("net_", "history_", "n_trainable_params_", "n_outputs_", "base_",
+           "n_features_in_", "feature_names_in_", "_y_was_1d")
+
+
+def resolve_device(device: str) -> str:
+    """Map ``"auto"`` to CUDA when present; refuse ``"cuda"`` without it."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available; "
+                         "use device='cpu' or device='auto'")
+    if device != "cpu" and not str(device).startswith("cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return device
+
+
+class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
+    """Validation, seeding, the skorch training loop and prediction.
+
+    Subclasses implement ``_build_module(X, y) -> (module, loss_scale)``.
+    """
+
+    def _more_params_check(self):
+        if self.early_stopping and not 0 < self.validation_fraction < 1:
+            raise ValueError("validation_fraction must be in (0, 1), got "
+                             f"{self.validation_fraction!r}")
+        if int(self.max_epochs) != self.max_epochs or self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be a positive integer, got {self.max_epochs!r}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+
+    def _forget(self):
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
+
+    def _validate_fit_data(self, X, y):
+        X, y = validate_data(self, X, y, y_numeric=True, multi_output=True,
+                             dtype=[np.float32, np.float64])
+        y = np.asarray(y)
+        self._y_was_1d = y.ndim == 1
+        y2 = y.reshape(len(y), -1).astype(np.float32)
+        if not np.isfinite(X.astype(np.float32)).all() or not np.isfinite(y2).all():
+            raise ValueError("X or y has values too large for float32")
+        return X.astype(np.float32), y2
+
+    def _make_net(self, module, loss_scale, n_samples: int, seed: int, device: str) -> Net:
+        callbacks = [("stop_on_non_finite", StopOnNonFinite())]
+        train_split = None
+        if self.early_stopping:
+            n_valid = int(np.ceil(self.validation_fraction * n_samples))
+            if n_valid < 1 or n_samples - n_valid < 1:
+                raise ValueError(f"early_stopping needs at least 2 samples, got {n_samples}")
+            train_split = ValidSplit(self.validation_fraction, random_state=seed)
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor="valid_loss", patience=self.patience, load_best=True)))
+        if self.verbose:
+            callbacks.append(("progress", EpochProgress()))
+        callbacks.extend((f"user_{i}", cb) for i, cb in enumerate(self.callbacks or ()))
+        return Net(
+            module=module, criterion=ScaledMSELoss, criterion__scale=loss_scale,
+            optimizer=torch.optim.AdamW, lr=self.lr,
+            optimizer__weight_decay=self.weight_decay, max_epochs=self.max_epochs,
+            batch_size=self.batch_size, train_split=train_split, callbacks=callbacks,
+            device=device, seed=seed, verbose=0,
+        )
+
+    def fit(self, X, y):
+        """Fit the network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For NaN or infinite values, strings, empty data, ``y`` of the wrong
+            length, bad hyperparameters, or when the loss diverges
+            (:class:`TrainingDivergedError` names the learning rate). The estimator is
+            then left unfitted.
+        """
+        self._forget()
+        try:
+            self._more_params_check()
+            device = resolve_device(self.device)
+            X, y = self._validate_fit_data(X, y)
+            seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                module, loss_scale = self._build_module(X, y, seed)
+                net = self._make_net(module, loss_scale, len(X), seed, device)
+                net.fit(X, y)
+        except BaseException:
+            self._forget()
+            raise
+        self.net_ = net
+        self.n_outputs_ = y.shape[1]
+        self.n_trainable_params_ = sum(p.numel() for _, p in net.get_all_learnable_params())
+        self.history_ = [
+            {k: row[k] for k in ("epoch", "train_loss", "valid_loss", "dur") if k in row}
+            for row in net.history
+        ]
+        return self
+
+    def _validate_predict_data(self, X) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        return X.astype(np.float32)
+
+    def predict(self, X):
+        """Predict targets for ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The shape of ``y`` seen in ``fit``.
+        """
+        X = self._validate_predict_data(X)
+        y = self.net_.predict(X)
+        return y.ravel() if self._y_was_1d else y
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    @property
+    def module_(self) -> torch.nn.Module:
+        """The fitted torch module (raw inputs to raw targets)."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_

@@ -1,0 +1,184 @@
+"""The torch pieces behind the estimators: the MLP, the loss, the skorch net."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skorch import NeuralNetRegressor
+from skorch.callbacks import Callback
+from torch import nn
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class MLP(nn.Module):
+    """A fully connected network that maps raw inputs to raw targets.
+
+    Inputs are standardised and outputs de-standardised by buffers inside the module,
+    so a saved or adapted network carries its own scaling.
+
+    Parameters
+    ----------
+    n_features, n_outputs : int
+        Input and output widths.
+    hidden_layer_sizes : tuple of int
+        Widths of the hidden layers.
+    activation : {"silu", "relu", "tanh", "gelu"}
+        Non-linearity after every hidden layer.
+    """
+
+    def __init__(self, n_features: int, n_outputs: int, hidden_layer_sizes=(64, 64, 64),
+                 activation: str = "silu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
+        self.activation = activation
+        widths = (n_features, *self.hidden_layer_sizes, n_outputs)
+        layers: list[nn.Module] = []
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(w_in, w_out))
+            if i < len(widths) - 2:
+                layers.append(ACTIVATIONS[activation]())
+        self.layers = nn.Sequential(*layers)
+        for name, size in (("x_mean", n_features), ("x_scale", n_features),
+                           ("y_mean", n_outputs), ("y_scale", n_outputs)):
+            self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
+
+    @property
+    def n_features(self) -> int:
+        return self.x_mean.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.y_mean.shape[0]
+
+    def spec(self) -> dict:
+        """What rebuilds this architecture: ``MLP(**spec)``."""
+        return {"n_features": self.n_features, "n_outputs": self.n_outputs,
+                "hidden_layer_sizes": list(self.hidden_layer_sizes),
+                "activation": self.activation}
+
+    def set_scaling(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Standardise with the mean and standard deviation of ``X`` and ``y``."""
+        for name, values in (("x_mean", X.mean(0)), ("x_scale", _safe_std(X)),
+                             ("y_mean", y.mean(0)), ("y_scale", _safe_std(y))):
+            getattr(self, name).copy_(torch.as_tensor(values, dtype=torch.float32))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.layers((X - self.x_mean) / self.x_scale) * self.y_scale + self.y_mean
+
+
+def _safe_std(a: np.ndarray) -> np.ndarray:
+    std = a.std(0)
+    return np.where(std > 0, std, 1.0)
+
+
+class ScaledMSELoss(nn.Module):
+    """Mean squared error of targets divided by ``scale`` (one value per output)."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return (((y_pred - y_true) / self.scale) ** 2).mean()
+
+
+class _Batches:
+    """Mini-batches sliced from whole tensors: far fewer calls than a DataLoader."""
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool, generator=None):
+        indices = None
+        if isinstance(dataset, torch.utils.data.Subset):
+            dataset, indices = dataset.dataset, np.asarray(dataset.indices)
+        X, y = dataset.X, dataset.y
+        if indices is not None:
+            X, y = X[indices], (None if y is None else y[indices])
+        self.X = torch.as_tensor(X)
+        self.y = None if y is None else torch.as_tensor(y)
+        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.X) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.X)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                index = slice(start, start + self.batch_size)
+            else:
+                index = order[start:start + self.batch_size]
+            yield self.X[index], (None if self.y is None else self.y[index])
+
+
+class Net(NeuralNetRegressor):
+    """skorch's regressor, training only parameters that require gradients.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the shuffling of training batches.
+    predict_batch_size : int
+        Rows per forward pass at validation and prediction time.
+    """
+
+    def __init__(self, *args, seed: int = 0, predict_batch_size: int = 4096, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+        self.predict_batch_size = predict_batch_size
+
+    def get_all_learnable_params(self):
+        for name, param in super().get_all_learnable_params():
+            if param.requires_grad:
+                yield name, param
+
+    def get_iterator(self, dataset, training=False):
+        if training:
+            if getattr(self, "_generator", None) is None:
+                self._generator = torch.Generator().manual_seed(self.seed)
+            return _Batches(dataset, self.batch_size, True, self._generator)
+        return _Batches(dataset, max(self.batch_size, self.predict_batch_size), False)
+
+    def initialize(self):
+        self._generator = None
+        return super().initialize()
+
+
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """The training loss became NaN or infinite (usually: the learning rate is too high)."""
+
+
+class StopOnNonFinite(Callback):
+    """Stop training with an error naming the learning rate when the loss diverges."""
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        for key in ("train_loss", "valid_loss"):
+            if key in row and not np.isfinite(row[key]):
+                raise TrainingDivergedError(
+                    f"training diverged: {key} became non-finite at epoch {row['epoch']} "
+                    f"with lr={net.lr:g}; use a smaller learning rate")
+
+
+class EpochProgress(Callback):
+    """A progress bar over epochs with the current losses."""
+
+    def on_train_begin(self, net, **kwargs):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=net.max_epochs, desc=type(net.module_).__name__,
+                         unit="epoch", leave=False)
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        self._bar.set_postfix({k: f"{row[k]:.4g}" for k in ("train_loss", "valid_loss")
+                               if k in row})
+        self._bar.update(1)
+
+    def on_train_end(self, net, **kwargs):
+        self._bar.close()

@@ -1,0 +1,401 @@
+"""The four estimators: an MLP trained from scratch and three ways to adapt a base."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ..adapters import LoraLinear, inject, routing_weights
+from ._base import BaseNeuralRegressor
+from ._net import MLP, _safe_std
+
+_TRAINING_DOC = """
+    lr : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    max_epochs : int, default=200
+        Passes over the training data.
+    batch_size : int, default=32
+        Rows per training step.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when the validation loss
+        has not improved for ``patience`` epochs, and keep the best weights.
+    validation_fraction : float, default=0.1
+        Share of rows held out when ``early_stopping`` is on.
+    patience : int, default=20
+        Epochs without improvement before stopping.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where to train; ``"auto"`` takes CUDA when present, else the CPU.
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, shuffling and the validation split: the same value
+        gives the same predictions on the same machine.
+    verbose : int, default=0
+        ``1`` shows a progress bar over epochs.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra callbacks for the skorch net (e.g. Optuna pruning).
+"""
+
+_FITTED_DOC = """
+    net_ : skorch.NeuralNetRegressor
+        The trained skorch net; ``net_.module_`` is the torch module.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss`` (with early stopping)
+        and ``dur`` (seconds). Losses are mean squared errors of targets divided by
+        the target scale.
+    n_trainable_params_ : int
+        Parameters that were trained.
+    n_features_in_ : int
+        Number of input features.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
+    n_outputs_ : int
+        Number of targets.
+"""
+
+
+class MLPRegressor(BaseNeuralRegressor):
+    __doc__ = f"""A multi-layer perceptron trained from scratch.
+
+    It pretrains the base network on plentiful source data, and it is the "train on
+    the target alone" baseline. Inputs and targets are standardised inside the
+    network (their means and standard deviations are stored as buffers), so the
+    fitted module maps raw inputs to raw targets.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(64, 64, 64)
+        Widths of the hidden layers.
+    activation : {{"silu", "relu", "tanh", "gelu"}}, default="silu"
+        Non-linearity after every hidden layer.
+    {_TRAINING_DOC}
+    Attributes
+    ----------
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk import MLPRegressor
+    >>> from qlsk.simlib import load_task
+    >>> task = load_task("park91a-lf-to-hf", n_source=200, random_state=0)
+    >>> base = MLPRegressor(max_epochs=5, random_state=0).fit(task.X_source, task.y_source)
+    >>> base.predict(task.X_test[:3]).shape
+    (3,)
+    """
+
+    def __init__(self, hidden_layer_sizes=(64, 64, 64), activation="silu", lr=1e-3,
+                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _build_module(self, X, y, seed):
+        module = MLP(X.shape[1], y.shape[1], self.hidden_layer_sizes, self.activation)
+        module.set_scaling(X, y)
+        return module, module.y_scale.clone()
+
+
+def _base_module(base) -> nn.Module:
+    """The torch module behind whatever the user passed as ``base``."""
+    from sklearn.frozen import FrozenEstimator
+
+    from .persistence import load
+
+    if isinstance(base, FrozenEstimator):
+        base = base.estimator
+    if isinstance(base, str | os.PathLike):
+        base = load(base)
+    if isinstance(base, BaseNeuralRegressor):
+        check_is_fitted(base, "net_")
+        base = base.net_.module_
+    if not isinstance(base, nn.Module):
+        raise TypeError("base must be a fitted qlsk.MLPRegressor (possibly in a "
+                        "FrozenEstimator), a torch nn.Module, a path to a model saved by "
+                        f"qlsk, or None; got {type(base).__name__}")
+    if any(isinstance(m, LoraLinear) for m in base.modules()):
+        raise TypeError("base is already adapted; pass the network it was adapted from")
+    return base
+
+
+class _AdaptingRegressor(BaseNeuralRegressor):
+    """Adapts a base network to new data; subclasses say how (``_adapt``)."""
+
+    def __sklearn_clone__(self):
+        # The base is shared, never cloned: a clone of a fitted base would be unfitted.
+        params = self.get_params(deep=False)
+        base = params.pop("base")
+        return type(self)(base=base, **{k: clone(v, safe=False) for k, v in params.items()})
+
+    def _pretrain(self, X, y, seed) -> MLPRegressor:
+        return MLPRegressor(
+            hidden_layer_sizes=self.hidden_layer_sizes, lr=self.lr,
+            weight_decay=self.weight_decay, max_epochs=self.max_epochs,
+            batch_size=self.batch_size, early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction, patience=self.patience,
+            device=self.device, random_state=seed, verbose=self.verbose,
+        ).fit(X, y)
+
+    def _build_module(self, X, y, seed):
+        self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
+        module = copy.deepcopy(_base_module(self.base_)).cpu().float()
+        _check_fits(module, X.shape[1], y.shape[1])
+        scale = module.y_scale.clone() if isinstance(module, MLP) else torch.as_tensor(
+            _safe_std(y), dtype=torch.float32)
+        return self._adapt(module), scale
+
+
+def _check_fits(module: nn.Module, n_features: int, n_outputs: int) -> None:
+    if isinstance(module, MLP):
+        shape_in, shape_out = module.n_features, module.n_outputs
+    else:
+        try:
+            with torch.no_grad():
+                out = module.eval()(torch.zeros(2, n_features))
+        except RuntimeError as exc:
+            raise ValueError(f"the base network does not accept {n_features} features: "
+                             f"{exc}") from None
+        shape_in, shape_out = n_features, (out.shape[1] if out.dim() == 2 else None)
+    if shape_in != n_features:
+        raise ValueError(f"X has {n_features} features, but the base network expects "
+                         f"{shape_in}")
+    if shape_out != n_outputs:
+        raise ValueError(f"y has {n_outputs} output(s), but the base network returns "
+                         f"{shape_out} (it must return shape (n_samples, n_outputs))")
+
+
+_ADAPT_DOC = """
+    base : qlsk.MLPRegressor, FrozenEstimator, torch.nn.Module, path or None, default=None
+        The pretrained network to adapt; it is copied and never modified, and
+        ``clone`` (hence every search and refit) shares it rather than re-fitting it.
+        ``None``: ``fit`` first pretrains an MLP (``hidden_layer_sizes``) on the data
+        it is given, then adapts that, so ``fit(X, y)`` works alone. A plain torch
+        module must map raw inputs to outputs of shape (n_samples, n_outputs); its
+        loss is scaled by the standard deviation of the training targets.
+    hidden_layer_sizes : tuple of int, default=(64, 64, 64)
+        The MLP pretrained when ``base`` is None.
+"""
+
+
+class FineTuneRegressor(_AdaptingRegressor):
+    __doc__ = f"""Full fine-tuning: every weight of a copy of the base is trained.
+
+    Parameters
+    ----------
+    {_ADAPT_DOC}{_TRAINING_DOC}
+    Attributes
+    ----------
+    base_ : estimator or torch.nn.Module
+        The base that was adapted (the MLP pretrained in ``fit`` when ``base=None``).
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk import FineTuneRegressor, MLPRegressor
+    >>> from qlsk.simlib import load_task
+    >>> task = load_task("park91a-lf-to-hf", n_source=200, random_state=0)
+    >>> base = MLPRegressor(max_epochs=5, random_state=0).fit(task.X_source, task.y_source)
+    >>> model = FineTuneRegressor(base=base, max_epochs=5, random_state=0)
+    >>> model.fit(task.X_train, task.y_train).predict(task.X_test[:2]).shape
+    (2,)
+    """
+
+    def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
+        self.base = base
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _adapt(self, module):
+        return module.requires_grad_(True)
+
+
+class LoraRegressor(_AdaptingRegressor):
+    __doc__ = f"""Plain LoRA: a trainable ``(alpha / rank) B A`` on every linear layer.
+
+    Parameters
+    ----------
+    {_ADAPT_DOC}
+    rank : int, default=8
+        Rank of every update.
+    alpha : float, default=16.0
+        The update is scaled by ``alpha / rank``.
+    target_modules : None, str, list of str or callable, default=None
+        Layers to adapt (see :func:`qlsk.adapters.inject`); ``None`` adapts every
+        ``nn.Linear``.
+    {_TRAINING_DOC}
+    Attributes
+    ----------
+    base_ : estimator or torch.nn.Module
+        The base that was adapted.
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk import LoraRegressor
+    >>> from qlsk.simlib import load_task
+    >>> task = load_task("park91a-lf-to-hf", random_state=0)
+    >>> LoraRegressor(rank=2, max_epochs=3, random_state=0).fit(
+    ...     task.X_train, task.y_train).predict(task.X_test[:2]).shape
+    (2,)
+    """
+
+    def __init__(self, base=None, rank=8, alpha=16.0, target_modules=None,
+                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0,
+                 max_epochs=200, batch_size=32, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
+        self.base = base
+        self.rank = rank
+        self.alpha = alpha
+        self.target_modules = target_modules
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _adapter_config(self) -> dict:
+        return {"rank": self.rank, "alpha": self.alpha}
+
+    def _adapt(self, module):
+        return inject(module, self._method, self.target_modules, **self._adapter_config())
+
+    _method = "lora"
+
+
+class QueryableLoraRegressor(LoraRegressor):
+    __doc__ = f"""Queryable LoRA: LoRA whose bottleneck applies routed, shared atoms.
+
+    Every adapted layer keeps LoRA factors A and B; a shared memory of ``n_atoms``
+    ``rank x rank`` atoms is queried per block of ``block_size`` layers from the
+    block's low-rank state and an attention summary of earlier blocks, and a sparse
+    top-k convex combination of atoms acts inside the bottleneck. A text
+    ``task_description`` adds a prior over atoms of strength ``prior_strength``
+    (see ``docs/method.md``).
+
+    Parameters
+    ----------
+    {_ADAPT_DOC}
+    rank : int, default=8
+        Rank of every update; atoms are ``rank x rank``.
+    alpha : float, default=16.0
+        The update is scaled by ``alpha / rank``.
+    n_atoms : int, default=16
+        Atoms in the shared memory.
+    top_k : int, default=2
+        Atoms combined per row and block.
+    block_size : int, default=2
+        Consecutive adapted layers that share one routing decision.
+    temperature : float, default=1.0
+        Softmax temperature over the kept routing logits.
+    prior_strength : float, default=1.0
+        Weight ``lambda`` of the instruction prior; 0 ignores the description.
+    task_description : str, array-like or None, default=None
+        Plain-English description of the target task (or a precomputed embedding).
+    text_encoder : {{"lexical", "semantic"}} or callable, default="lexical"
+        How the description is embedded (see :mod:`qlsk.text`).
+    target_modules : None, str, list of str or callable, default=None
+        Layers to adapt, in forward order (see :func:`qlsk.adapters.inject`).
+    {_TRAINING_DOC}
+    Attributes
+    ----------
+    base_ : estimator or torch.nn.Module
+        The base that was adapted.
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk import QueryableLoraRegressor
+    >>> from qlsk.simlib import load_task
+    >>> task = load_task("park91a-lf-to-hf", random_state=0)
+    >>> model = QueryableLoraRegressor(rank=4, n_atoms=8, max_epochs=3, random_state=0,
+    ...                                task_description=task.description)
+    >>> model.fit(task.X_train, task.y_train).atom_usage(task.X_test[:5]).shape
+    (2, 5, 8)
+    """
+
+    def __init__(self, base=None, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
+                 temperature=1.0, prior_strength=1.0, task_description=None,
+                 text_encoder="lexical", target_modules=None,
+                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0,
+                 max_epochs=200, batch_size=32, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
+        super().__init__(
+            base=base, rank=rank, alpha=alpha, target_modules=target_modules,
+            hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
+            max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, patience=patience, device=device,
+            random_state=random_state, verbose=verbose, callbacks=callbacks)
+        self.n_atoms = n_atoms
+        self.top_k = top_k
+        self.block_size = block_size
+        self.temperature = temperature
+        self.prior_strength = prior_strength
+        self.task_description = task_description
+        self.text_encoder = text_encoder
+
+    _method = "queryable"
+
+    def _adapter_config(self) -> dict:
+        return {**super()._adapter_config(), "n_atoms": self.n_atoms, "top_k": self.top_k,
+                "block_size": self.block_size, "temperature": self.temperature,
+                "prior_strength": self.prior_strength,
+                "task_description": self.task_description,
+                "text_encoder": self.text_encoder}
+
+    def atom_usage(self, X) -> np.ndarray:
+        """Each block's routing weights for the rows of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_blocks, n_samples, n_atoms)
+            Non-negative weights, each row summing to one with ``top_k`` non-zeros.
+            ``.mean(axis=1)`` is the usage of every atom per block.
+        """
+        X = self._validate_predict_data(X)
+        module = self.net_.module_.eval()
+        device = next(module.parameters()).device
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(X), 4096):
+                module(torch.as_tensor(X[start:start + 4096], device=device))
+                chunks.append(routing_weights(module).cpu())
+        return torch.cat(chunks, dim=1).numpy()

@@ -1,0 +1,12 @@
+"""The Virtual Library of Simulation Experiments as vectorised numpy functions.
+
+Functions are registered under the library's page names
+(``https://www.sfu.ca/~ssurjano/<name>.html``); transfer tasks pair a cheap source
+with a target for adaptation experiments.
+"""
+
+from . import functions as _functions  # noqa: F401  (registers every function)
+from ._registry import TestFunction, get_function, list_functions
+from .tasks import list_tasks, load_task
+
+__all__ = ["TestFunction", "get_function", "list_functions", "list_tasks", "load_task"]
