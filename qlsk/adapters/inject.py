@@ -196,13 +196,19 @@ def load_adapter_state_dict(model: AdaptedModel, state: dict[str, torch.Tensor])
     ValueError
         If a key is missing or unexpected, naming it.
     """
-    own = {k for k in model.state_dict() if _is_adapter_key(k)}
-    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+    # The prior is optional on both sides: the saved one (or its absence) replaces ours.
+    prior = {"memory.log_prior"} if model.memory is not None else set()
+    own = {k for k in model.state_dict() if _is_adapter_key(k)} - prior
+    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own - prior)
     if missing or unexpected:
         raise ValueError(f"adapter state does not fit this model: missing {missing}, "
                          f"unexpected {unexpected}")
-    if "memory.log_prior" in state and model.memory.log_prior is None:
-        model.memory.set_prior(state["memory.log_prior"])
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    wrong = sorted(k for k in own if state[k].shape != shapes[k])
+    if wrong:
+        raise ValueError(f"adapter state does not fit this model: shapes differ for {wrong}")
+    if prior:
+        model.memory.set_prior(state.get("memory.log_prior"))
     model.load_state_dict(state, strict=False)
 
 

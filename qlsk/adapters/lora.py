@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -71,8 +72,10 @@ class LoraLinear(nn.Module):
         y = self.base(x)
         if self.merged:
             return y
-        u = self.dropout(x) @ self.lora_A.T  # (..., r)
-        return y + self.scale * (self.bottleneck(u) @ self.lora_B.T)
+        u = self.bottleneck(F.linear(self.dropout(x), self.lora_A))  # (..., r)
+        if u.dim() == 2:  # one fused multiply-add for the common case
+            return torch.addmm(y, u, self.lora_B.T, alpha=self.scale)
+        return y + self.scale * F.linear(u, self.lora_B)
 
     def bottleneck(self, u: torch.Tensor) -> torch.Tensor:
         """The operator applied inside the low-rank bottleneck: identity for LoRA."""

@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ._ops import rms_norm, row_matvec, topk_softmax
 from .lora import LoraLinear
 
 PRIOR_SEED = 0
@@ -52,10 +52,6 @@ def instruction_prior(embedding, n_atoms: int, temperature: float = 0.5,
     projection = np.random.default_rng(seed).standard_normal((n_atoms, e.size))
     logits = torch.from_numpy(projection @ (e / norm)) / temperature
     return torch.log_softmax(logits, dim=0).float()
-
-
-def _rms_norm(z: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(z, (z.shape[-1],), eps=1e-6)
 
 
 class AtomMemory(nn.Module):
@@ -129,8 +125,7 @@ class AtomMemory(nn.Module):
                              else torch.as_tensor(log_prior, dtype=torch.float32))
         self.routing: list[torch.Tensor] = []
         self.expected = 0  # index of the adapted layer that must run next
-        self._states: list[torch.Tensor] = []
-        self._S: torch.Tensor | None = None
+        self.close()
 
     @property
     def atoms(self) -> torch.Tensor:
@@ -147,48 +142,63 @@ class AtomMemory(nn.Module):
         self.log_prior = None if log_prior is None else torch.as_tensor(
             log_prior, dtype=self.keys.dtype, device=self.keys.device)
 
-    def logits(self, z: torch.Tensor, block: int, previous: list[torch.Tensor]):
-        """Routing logits ``l_b`` (rows x M) from the block state ``z`` (rows x r)."""
-        if previous:
-            Z = torch.stack(previous, dim=1)  # (n, b, r)
-            scores = _rms_norm(Z) @ self.depth_queries[block - 1]  # (n, b)
-            summary = (scores.softmax(dim=1).unsqueeze(-1) * Z).sum(dim=1)  # (n, r)
-        else:
-            summary = torch.zeros_like(z)
-        query = self.query_proj(torch.cat([_rms_norm(z), _rms_norm(summary)], dim=-1))
-        query = query + self.block_embed[block]  # (n, d_k)
-        logits = query @ self.keys.T / math.sqrt(self.key_dim)  # (n, M)
+    def _begin_pass(self) -> None:
+        """Per-pass constants shared by every block (one small graph per forward).
+
+        ``q K^T / sqrt(d_k) = [n(z); n(s)] G + c_b`` with ``G = W_q^T K^T / sqrt(d_k)``
+        and ``c_b = e_b K^T / sqrt(d_k) + lambda log pi``: the same logits as
+        projecting the query first, in fewer operations.
+        """
+        keys_t = self.keys.T / math.sqrt(self.key_dim)  # (d_k, M)
+        self._G = self.query_proj.weight.T @ keys_t  # (2r, M)
+        bias = self.block_embed @ keys_t  # (N_b, M)
         if self.log_prior is not None and self.prior_strength > 0:
-            logits = logits + self.prior_strength * self.log_prior
-        return logits
+            bias = bias + self.prior_strength * self.log_prior
+        self._bias = bias
+        self._atoms_flat = self.atoms.reshape(self.n_atoms, -1)  # (M, r*r)
+        self._states, self.routing = [], []
+
+    def _logits(self, z: torch.Tensor, block: int) -> torch.Tensor:
+        """Routing logits ``l_b`` (rows x M) from the block state ``z`` (rows x r)."""
+        zn = rms_norm(z)
+        if not self._states:  # first block: the depth summary is zero
+            return torch.addmm(self._bias[block], zn, self._G[: self.rank])
+        Z = torch.stack(self._states, dim=1)  # (n, b, r)
+        scores = rms_norm(Z) @ self.depth_queries[block - 1]  # (n, b)
+        summary = (scores.softmax(dim=1).unsqueeze(-1) * Z).sum(dim=1)  # (n, r)
+        return torch.addmm(self._bias[block], torch.cat([zn, rms_norm(summary)], -1),
+                           self._G)
 
     def route(self, logits: torch.Tensor) -> torch.Tensor:
         """Sparse convex weights ``alpha`` (rows x M): softmax over the top-k logits."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         if self.top_k == self.n_atoms:
-            return (logits / self.temperature).softmax(dim=-1)
-        top, index = logits.topk(self.top_k, dim=-1)  # (n, k)
-        weights = (top / self.temperature).softmax(dim=-1)
-        return torch.zeros_like(logits).scatter(-1, index, weights)
+            return logits.softmax(dim=-1)
+        return topk_softmax(logits, self.top_k)
 
     def open_block(self, block: int, u: torch.Tensor) -> None:
         """Route block ``block`` from its first layer's low-rank state ``u = A h``."""
         if block == 0:
-            self._states, self.routing = [], []
-        z = u.reshape(u.shape[0], -1, self.rank).mean(dim=1)  # pool tokens: (n, r)
-        alpha = self.route(self.logits(z, block, self._states))
+            self._begin_pass()
+        # pool over tokens for sequence inputs: (n, r)
+        z = u if u.dim() == 2 else u.reshape(u.shape[0], -1, self.rank).mean(dim=1)
+        alpha = self.route(self._logits(z, block))
         self._states.append(z)
         self.routing.append(alpha.detach())
-        # One matmul for every row's combination, then a batched product per layer.
-        self._S = (alpha @ self.atoms.reshape(self.n_atoms, -1)).view(-1, self.rank, self.rank)
+        # One matmul combines the atoms for every row: (n, r, r)
+        self._S = (alpha @ self._atoms_flat).view(-1, self.rank, self.rank)
 
     def apply(self, u: torch.Tensor) -> torch.Tensor:
         """``S_b u`` for every row of ``u`` (rows x ... x r)."""
+        if u.dim() == 2:  # a broadcast product: cheaper than a bmm of tiny matrices
+            return row_matvec(self._S, u)
         flat = u.reshape(u.shape[0], -1, self.rank)  # (n, tokens, r)
         return torch.bmm(flat, self._S.transpose(1, 2)).view_as(u)
 
     def close(self) -> None:
-        """Drop the per-pass states once the last block has run."""
-        self._states, self._S = [], None
+        """Drop the per-pass tensors once the last block has run."""
+        self._states, self._S, self._G, self._bias, self._atoms_flat = [], None, None, None, None
 
 
 class QueryableLoraLinear(LoraLinear):

@@ -1,0 +1,122 @@
+"""Time per training step and peak memory: frozen base, plain LoRA, Queryable LoRA.
+
+Run ``python -m benchmarks.adapter_speed`` (``--device cuda`` on a GPU). Prints the
+median forward+backward time per batch over repeated runs (``--with-step`` adds the
+AdamW step), the ratio
+to plain LoRA, peak memory, and trainable parameters, for a small MLP (8 inputs,
+3 x 128 hidden, batch 256) and a larger one (4 x 512 hidden, batch 4096) at r = 8,
+M = 16, k = 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from qlsk.adapters import count_trainable_parameters, inject
+
+CASES = {"small": ((128,) * 3, 256), "large": ((512,) * 4, 4096)}
+
+
+def mlp(hidden, n_features=8):
+    widths = (n_features, *hidden, 1)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+def build(method, hidden, rank, n_atoms, top_k, block_size):
+    model = mlp(hidden)
+    if method == "base":
+        return model.requires_grad_(False)  # step_time trains only the last bias
+    return inject(model, method, rank=rank,
+                  **({"n_atoms": n_atoms, "top_k": top_k, "block_size": block_size}
+                     if method == "queryable" else {}))
+
+
+def step_time(model, X, y, device, steps, repeats, with_step=False):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:  # the frozen base: train its last bias so backward has work to do
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        last.bias.requires_grad_(True)
+        params = [last.bias]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run(n):
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            loss = (model(X) - y).pow(2).mean()
+            loss.backward()
+            if with_step:
+                opt.step()
+        sync()
+
+    run(10)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(steps)
+        times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times)
+
+
+def peak_memory_mib(model, X, y, device):
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        (model(X) - y).pow(2).mean().backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--n-atoms", type=int, default=16)
+    parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--block-size", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--with-step", action="store_true",
+                        help="include the AdamW step in the timed step")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, device {args.device}, threads "
+          f"{torch.get_num_threads()}, r={args.rank} M={args.n_atoms} k={args.top_k} "
+          f"block_size={args.block_size}; median of {args.repeats} runs")
+    header = (f"{'case':6} {'method':10} {'ms/step':>9} {'vs LoRA':>8} {'peak MiB':>9} "
+              f"{'trainable':>10} {'vs LoRA':>8}")
+    print(header)
+    print("-" * len(header))
+    for case in args.cases:
+        hidden, batch = CASES[case]
+        X = torch.randn(batch, 8, device=args.device)
+        y = torch.randn(batch, 1, device=args.device)
+        steps = 50 if case == "small" else 10
+        results = {}
+        for method in ("base", "lora", "queryable"):
+            torch.manual_seed(0)
+            model = build(method, hidden, args.rank, args.n_atoms, args.top_k,
+                          args.block_size)
+            model = model.to(args.device)
+            t = step_time(model, X, y, args.device, steps, args.repeats, args.with_step)
+            results[method] = (t, peak_memory_mib(model, X, y, args.device),
+                               count_trainable_parameters(model))
+        lora_t, _, lora_p = results["lora"]
+        for method, (t, mem, n) in results.items():
+            print(f"{case:6} {method:10} {1e3 * t:9.3f} {t / lora_t:8.2f} {mem:9.1f} "
+                  f"{n:10d} {n / lora_p if method != 'base' else float('nan'):8.2f}")
+
+
+if __name__ == "__main__":
+    main()
