@@ -26,7 +26,7 @@ from qlsk.adapters import (
     unmerge,
     usage_entropy,
 )
-from qlsk.adapters._ops import row_matvec, rms_norm, topk_softmax
+from qlsk.adapters._ops import rms_norm, row_matvec, topk_softmax
 from qlsk.text import embed
 
 
@@ -212,7 +212,8 @@ def test_adapter_state_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), model(x))
     with pytest.raises(ValueError, match="shapes differ"):
-        load_adapter(inject(mlp(), "queryable", rank=4, n_atoms=7), tmp_path / "adapter.safetensors")
+        load_adapter(inject(mlp(), "queryable", rank=4, n_atoms=7),
+                     tmp_path / "adapter.safetensors")
     with pytest.raises(ValueError, match="missing"):
         load_adapter(inject(mlp(depth=5), "queryable", rank=4, n_atoms=6),
                      tmp_path / "adapter.safetensors")

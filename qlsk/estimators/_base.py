@@ -142,7 +142,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
             The shape of ``y`` seen in ``fit``.
         """
         X = self._validate_predict_data(X)
-        y = self.net_.predict(X)
+        y = self.net_.predict(X).astype(np.float64)
         return y.ravel() if self._y_was_1d else y
 
     def __sklearn_tags__(self):

@@ -121,9 +121,10 @@ def load(path, device: str = "cpu"):
     if "hidden_layer_sizes" in params:
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
     estimator = getattr(regressors, meta["class"])(**params)
-    module = MLP(**meta["mlp"])
-    if meta["adapter"] is not None:
-        module = inject(module, meta["adapter"]["method"], **meta["adapter"]["config"])
+    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: keep RNG
+        module = MLP(**meta["mlp"])
+        if meta["adapter"] is not None:
+            module = inject(module, meta["adapter"]["method"], **meta["adapter"]["config"])
         if "memory.log_prior" in state:
             module.memory.set_prior(state["memory.log_prior"])
     module.load_state_dict(state)

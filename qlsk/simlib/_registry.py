@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-_REGISTRY: dict[str, "_Entry"] = {}
+_REGISTRY: dict[str, _Entry] = {}
 
 
 @dataclass(frozen=True)
 class _Entry:
-    factory: Callable[..., "TestFunction"]
+    factory: Callable[..., TestFunction]
     tags: tuple[str, ...]
     default_dim: int
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -161,7 +161,7 @@ def _on_unit_cube(f: TestFunction) -> TestFunction:
                 lambda U: f.formula(lo + U * span), f.input_names, **f.params)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _functions(name):
     try:
         task = TASKS[name]

@@ -1,0 +1,20 @@
+# Two commands for a fresh clone: `make demo` (the main job) and `make test`.
+# Each sets itself up first: .venv with the CPU build of torch and qlsk's extras.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint setup
+
+$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
+	VENV=$(VENV) bash scripts/bootstrap.sh
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m qlsk.demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -q

@@ -1,0 +1,253 @@
+"""The estimators: scikit-learn's contract, adaptation, persistence and bad input."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch import nn
+
+import qlsk
+from qlsk import (
+    FineTuneRegressor,
+    LoraRegressor,
+    MLPRegressor,
+    QueryableLoraRegressor,
+    TrainingDivergedError,
+)
+from qlsk.simlib import load_task
+
+FAST = {"hidden_layer_sizes": (16, 16), "max_epochs": 40, "batch_size": 16, "random_state": 0}
+ADAPTERS = [FineTuneRegressor, LoraRegressor, QueryableLoraRegressor]
+
+
+def small(cls, **kw):
+    extra = {"rank": 2, "n_atoms": 4} if cls is QueryableLoraRegressor else (
+        {"rank": 2} if cls is LoraRegressor else {})
+    return cls(**{**FAST, **extra, **kw})
+
+
+def _expected_failures(estimator):
+    return {
+        # The networks compute in float32: the matrix kernels torch picks for a batch of
+        # 20 rows and for one of 10 round differently, by up to ~2e-7 absolute, while
+        # the check demands 1e-7. Predictions agree to float32 precision.
+        "check_methods_subset_invariance": "float32 round-off differs across batch sizes",
+    }
+
+
+@parametrize_with_checks([small(cls) for cls in [MLPRegressor, *ADAPTERS]],
+                         expected_failed_checks=_expected_failures)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("park91a-lf-to-hf", n_source=2000, n_train=100, n_test=1000, noise=0.1,
+                     random_state=0)
+
+
+@pytest.fixture(scope="module")
+def base(task):
+    return MLPRegressor(max_epochs=60, random_state=0).fit(task.X_source, task.y_source)
+
+
+def rmse(model, task):
+    return np.sqrt(np.mean((model.predict(task.X_test) - task.y_test) ** 2)) / task.y_test.std()
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_adaptation_adapts(cls, base, task):
+    before = base.net_.module_.state_dict()
+    before = {k: v.clone() for k, v in before.items()}
+    model = cls(base=base, max_epochs=150, random_state=0).fit(task.X_train, task.y_train)
+    assert rmse(model, task) < 0.75 * rmse(base, task)
+    for k, v in base.net_.module_.state_dict().items():  # the base is never modified
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert model.base_ is base
+
+
+def test_fitted_attributes_and_atom_usage(base, task):
+    model = QueryableLoraRegressor(base=base, rank=4, n_atoms=8, top_k=2, max_epochs=5,
+                                   early_stopping=True, random_state=0,
+                                   task_description=task.description)
+    model.fit(task.X_train, task.y_train)
+    assert len(model.history_) <= 5 and {"train_loss", "valid_loss"} <= set(model.history_[0])
+    lora = LoraRegressor(base=base, rank=4, max_epochs=1).fit(task.X_train, task.y_train)
+    assert lora.n_trainable_params_ == 4 * ((4 + 64) + 2 * (64 + 64) + (64 + 1))
+    assert model.n_trainable_params_ > lora.n_trainable_params_
+    usage = model.atom_usage(task.X_test[:50])
+    assert usage.shape == (2, 50, 8)
+    np.testing.assert_allclose(usage.sum(-1), 1, rtol=1e-5)
+    assert ((usage > 0).sum(-1) == 2).all()
+    assert model.net_.module_.memory.prior is not None
+
+
+def test_base_none_pretrains_then_adapts():
+    X = np.random.default_rng(0).random((60, 3))
+    y = X.sum(1)
+    model = small(QueryableLoraRegressor).fit(X, y)
+    assert isinstance(model.base_, MLPRegressor) and model.base_.n_features_in_ == 3
+    assert model.predict(X).shape == (60,)
+
+
+def test_base_from_frozen_estimator_module_and_path(base, task, tmp_path):
+    X, y = task.X_train, task.y_train
+    kw = {"max_epochs": 0 + 1, "random_state": 0}
+    frozen = LoraRegressor(base=FrozenEstimator(base), **kw).fit(X, y)
+    direct = LoraRegressor(base=base, **kw).fit(X, y)
+    np.testing.assert_allclose(frozen.predict(X), direct.predict(X))
+    qlsk.save(base, tmp_path / "base.qlsk")
+    from_path = LoraRegressor(base=str(tmp_path / "base.qlsk"), **kw).fit(X, y)
+    np.testing.assert_allclose(from_path.predict(X), direct.predict(X), rtol=1e-5)
+    module = FineTuneRegressor(base=base.net_.module_, **kw).fit(X, y)
+    assert module.predict(X).shape == (100,)
+    custom = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    assert QueryableLoraRegressor(base=custom, **kw).fit(X, y).predict(X).shape == (100,)
+    with pytest.raises(ValueError, match="base network expects 4"):
+        LoraRegressor(base=base, **kw).fit(X[:, :3], y)
+    with pytest.raises(ValueError, match="must return shape"):
+        LoraRegressor(base=nn.Linear(4, 3), **kw).fit(X, y)
+    with pytest.raises(TypeError, match="base must be"):
+        LoraRegressor(base=42, **kw).fit(X, y)
+
+
+def test_gridsearch_folds_start_from_the_base(base, task):
+    X, y = task.X_train, task.y_train
+    starts = []
+
+    class Record(qlsk.estimators._net.Callback):
+        def on_train_begin(self, net, X=None, y=None, **kw):
+            starts.append(net.predict(X))
+
+    model = QueryableLoraRegressor(base=base, max_epochs=2, random_state=0,
+                                   callbacks=[Record()])
+    search = GridSearchCV(model, {"rank": [2, 4], "n_atoms": [4], "top_k": [1, 2],
+                                  "prior_strength": [0.0]}, cv=KFold(2), refit=True)
+    search.fit(X, y)
+    assert len(starts) == 4 * 2 + 1
+    for start, fold in zip(starts, [tr for _ in range(4) for tr, _ in KFold(2).split(X)]):
+        np.testing.assert_allclose(start.ravel(), base.predict(X[fold]), rtol=1e-5, atol=1e-5)
+    assert search.best_estimator_.base is base
+    assert clone(model).base is base
+
+
+def test_pipeline_cross_val_and_pandas(task):
+    X = pd.DataFrame(task.X_train, columns=["a", "b", "c", "d"])
+    model = small(LoraRegressor).fit(X, task.y_train)
+    assert list(model.feature_names_in_) == ["a", "b", "c", "d"]
+    with pytest.warns(UserWarning, match="feature names"):
+        model.predict(task.X_train)
+    pipe = make_pipeline(StandardScaler(), small(QueryableLoraRegressor, max_epochs=5))
+    scores = cross_val_score(pipe, X, task.y_train, cv=3)
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_multi_output_and_dtypes():
+    rng = np.random.default_rng(0)
+    X = rng.random((80, 3))
+    Y = np.column_stack([X.sum(1), X[:, 0] * 10])
+    model = small(MLPRegressor).fit(X, Y)
+    assert model.predict(X).shape == (80, 2)
+    adapted = small(QueryableLoraRegressor, base=model).fit(X, Y)
+    assert adapted.predict(X).shape == (80, 2)
+    p64 = small(LoraRegressor, base=model).fit(X, Y).predict(X)
+    p32 = small(LoraRegressor, base=model).fit(X.astype(np.float32), Y).predict(X)
+    np.testing.assert_allclose(p64, p32, rtol=1e-5)
+    with pytest.raises(ValueError, match="output"):
+        small(LoraRegressor, base=model).fit(X, Y[:, 0])
+
+
+def test_reproducible_with_random_state(task):
+    a = small(QueryableLoraRegressor, random_state=3).fit(task.X_train, task.y_train)
+    b = small(QueryableLoraRegressor, random_state=3).fit(task.X_train, task.y_train)
+    np.testing.assert_array_equal(a.predict(task.X_test), b.predict(task.X_test))
+    c = small(QueryableLoraRegressor, random_state=4).fit(task.X_train, task.y_train)
+    assert not np.array_equal(a.predict(task.X_test), c.predict(task.X_test))
+
+
+def test_pickle_and_save_load(base, task, tmp_path):
+    model = QueryableLoraRegressor(base=base, rank=4, n_atoms=6, max_epochs=3, random_state=0,
+                                   task_description="park function, high fidelity")
+    model.fit(pd.DataFrame(task.X_train, columns=list("abcd")), task.y_train)
+    X = pd.DataFrame(task.X_test[:20], columns=list("abcd"))
+    expected = model.predict(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(X), expected)
+    path = tmp_path / "model.qlsk"
+    qlsk.save(model, path)
+    loaded = qlsk.load(path)
+    assert type(loaded) is QueryableLoraRegressor
+    np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-6)
+    assert list(loaded.feature_names_in_) == list("abcd")
+    assert loaded.get_params()["rank"] == 4 and loaded.history_ == model.history_
+    np.testing.assert_allclose(loaded.atom_usage(X), model.atom_usage(X), rtol=1e-6)
+    content = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        qlsk.save(base, path)
+    assert path.read_bytes() == content  # untouched
+    qlsk.save(base, path, overwrite=True)
+    assert type(qlsk.load(path)) is MLPRegressor
+    path.write_bytes(b"not a model")
+    with pytest.raises(Exception):  # noqa: B017 (safetensors' own error type)
+        qlsk.load(path)
+
+
+@pytest.mark.parametrize("X, y, message", [
+    (np.array([[np.nan, 1.0]] * 5), np.ones(5), "NaN"),
+    (np.array([[np.inf, 1.0]] * 5), np.ones(5), "infinity"),
+    (np.array([["a", "b"]] * 5), np.ones(5), "could not convert|string"),
+    (np.empty((0, 2)), np.empty(0), "0 sample"),
+    (np.ones((5, 2)), np.ones(4), "inconsistent numbers of samples"),
+    (np.ones((5, 2)), np.array([1.0, np.nan, 1, 1, 1]), "y contains NaN"),
+])
+@pytest.mark.parametrize("cls", [MLPRegressor, QueryableLoraRegressor])
+def test_bad_input(cls, X, y, message):
+    model = small(cls)
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, y)
+    assert not hasattr(model, "net_")
+
+
+def test_wrong_feature_count_at_predict(task):
+    model = small(MLPRegressor, max_epochs=1).fit(task.X_train, task.y_train)
+    with pytest.raises(ValueError, match="expecting 4 features"):
+        model.predict(task.X_train[:, :3])
+
+
+def test_diverging_learning_rate_names_lr_and_leaves_estimator_unfitted(task):
+    model = small(MLPRegressor, max_epochs=1).fit(task.X_train, task.y_train)
+    model.set_params(lr=1e12, max_epochs=200)
+    with pytest.raises(TrainingDivergedError, match=r"lr=1e\+12"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(task.X_train, task.y_train * 1e30)
+    assert not hasattr(model, "net_") and not hasattr(model, "n_features_in_")
+    with pytest.raises(ValueError, match="lr must be"):
+        small(MLPRegressor, lr=-1).fit(task.X_train, task.y_train)
+
+
+def test_devices():
+    X, y = np.random.default_rng(0).random((20, 2)), np.ones(20)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            small(MLPRegressor, device="cuda").fit(X, y)
+    model = small(MLPRegressor, device="auto", max_epochs=1).fit(X, y)
+    assert model.net_.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_trained_model_loads_on_cpu(task, tmp_path):
+    model = small(QueryableLoraRegressor, device="cuda").fit(task.X_train, task.y_train)
+    qlsk.save(model, tmp_path / "m.qlsk")
+    loaded = qlsk.load(tmp_path / "m.qlsk", device="cpu")
+    np.testing.assert_allclose(loaded.predict(task.X_test), model.predict(task.X_test),
+                               rtol=1e-4, atol=1e-4)
