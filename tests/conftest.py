@@ -1,0 +1,48 @@
+"""Shared fixtures: a real, throwaway PostgreSQL server on loopback."""
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """Start a PostgreSQL cluster in a temporary folder; yield its URL; stop it."""
+    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    bindir = bindirs[-1] if bindirs else os.path.dirname(shutil.which("pg_ctl") or "")
+    if not bindir or not os.path.exists(os.path.join(bindir, "postgres")):
+        pytest.fail("PostgreSQL server binaries not found: install the 'postgresql' "
+                    "package (.ci/run does)")
+    root = tempfile.mkdtemp(prefix="qlsk-pg-")
+    prefix = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(root, "data"), _free_port()
+
+    def run(*cmd):
+        subprocess.run([*prefix, os.path.join(bindir, cmd[0]), *cmd[1:]], check=True,
+                       capture_output=True, cwd=root)
+
+    run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    run("pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "start", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "qlsk")
+        yield f"postgresql://postgres@127.0.0.1:{port}/qlsk"
+    finally:
+        run("pg_ctl", "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,191 @@
+"""Optuna searches: in memory, shared by processes (journal file, PostgreSQL), killed
+workers, pruning, reports and bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from optuna_integration import OptunaSearchCV
+
+from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
+from qlsk.simlib import load_task
+from qlsk.tuning import default_search_space, make_storage, tune
+
+# Small enough that a worker process starts, pretrains and runs a trial in seconds.
+WORKER = ["--task", "park91a-lf-to-hf", "--n-source", "200", "--base-epochs", "5",
+          "--n-train", "40", "--cv", "2", "--max-epochs", "5"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    task = load_task("park91a-lf-to-hf", n_source=300, n_train=60, random_state=0)
+    base = MLPRegressor(hidden_layer_sizes=(32, 32), max_epochs=20, random_state=0).fit(
+        task.X_source, task.y_source)
+    return task, base
+
+
+def worker(*args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "qlsk.cli", "tune", *WORKER, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen)
+
+
+def finish(proc, timeout=300):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def states(study):
+    return [t.state for t in study.trials]
+
+
+def test_in_memory_search_is_reproducible_and_refits_the_best(data):
+    task, base = data
+    est = QueryableLoraRegressor(base=base, max_epochs=5, random_state=0,
+                                 task_description=task.description)
+    runs = [tune(est, task.X_train, task.y_train, n_trials=4, random_state=1)
+            for _ in range(2)]
+    (study, best), (study2, _) = runs
+    assert len(study.trials) == 4 and set(states(study)) == {TrialState.COMPLETE}
+    assert [t.params for t in study.trials] == [t.params for t in study2.trials]
+    assert [t.value for t in study.trials] == [t.value for t in study2.trials]
+    assert set(study.best_params) == {"rank", "n_atoms", "top_k", "lr", "prior_strength"}
+    assert best.rank == study.best_params["rank"] and best.top_k <= best.n_atoms
+    assert best.predict(task.X_test).shape == task.y_test.shape
+    assert best.base is base
+
+
+def test_default_spaces_and_a_users_own_space(data):
+    task, base = data
+    assert set(default_search_space(QueryableLoraRegressor())) == {
+        "rank", "n_atoms", "top_k", "lr"}
+    assert set(default_search_space(LoraRegressor())) == {"rank", "lr"}
+    assert set(default_search_space(MLPRegressor())) == {"lr", "weight_decay"}
+    est = LoraRegressor(base=base, max_epochs=3, random_state=0)
+    space = {**default_search_space(est), "alpha": FloatDistribution(1, 32, log=True)}
+    study, _ = tune(est, task.X_train, task.y_train, n_trials=2, search_space=space,
+                    random_state=0)
+    assert set(study.best_params) == {"rank", "lr", "alpha"}
+    study, _ = tune(est, task.X_train, task.y_train, n_trials=2, cv=2,
+                   search_space={"rank": IntDistribution(1, 2)}, scoring="neg_mean_squared_error")
+    assert set(study.best_params) == {"rank"} and study.best_value < 0
+
+
+def test_bad_input(data, tmp_path):
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=2)
+    with pytest.raises(ValueError, match="search space is empty"):
+        tune(est, task.X_train, task.y_train, n_trials=1, search_space={})
+    with pytest.raises(ValueError, match="unknown parameters"):
+        tune(est, task.X_train, task.y_train, n_trials=1,
+             search_space={"n_atoms": IntDistribution(1, 3)})
+    with pytest.raises(ValueError, match="unsupported storage URL scheme 'redis'"):
+        make_storage("redis://localhost/0")
+    with pytest.raises(ValueError, match="cannot open storage"):
+        make_storage("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(ValueError, match="does not exist"):
+        make_storage(str(tmp_path / "missing" / "journal.log"))
+    proc = worker("--method", "dora", "--n-trials", "1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "unknown method 'dora'" in out
+
+
+def test_pruning_on_validation_loss(data):
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=20, random_state=0)
+    pruner = optuna.pruners.ThresholdPruner(upper=1e-12, n_warmup_steps=2)
+    storage = optuna.storages.InMemoryStorage()
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        tune(est, task.X_train, task.y_train, n_trials=2, pruner=pruner, random_state=0,
+             storage=storage, study_name="pruned")
+    trials = optuna.load_study(study_name="pruned", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    # pruned at the first epoch past the warm-up, from the validation loss
+    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in trials)
+    assert all(v > 0 for t in trials for v in t.intermediate_values.values())
+
+
+def test_two_processes_share_one_journal_file(tmp_path):
+    journal = str(tmp_path / "study.log")
+    procs = [worker("--method", "lora", "--n-trials", "2", "--storage", journal,
+                    "--study", "shared") for _ in range(2)]
+    for proc in procs:
+        finish(proc)
+    study = optuna.load_study(study_name="shared", storage=make_storage(journal))
+    assert states(study) == [TrialState.COMPLETE] * 4
+    report = tmp_path / "report"
+    out = subprocess.run([sys.executable, "-m", "qlsk.cli", "tune", "--report", "--storage",
+                          journal, "--study", "shared", "--output", str(report)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "report written" in out
+    for name in ("history.png", "importances.png", "summary.md"):
+        assert (report / name).stat().st_size > 0
+    summary = (report / "summary.md").read_text()
+    assert "Trials: 4 (4 complete)" in summary and "| rank |" in summary
+
+
+def test_two_processes_share_one_postgresql_study(postgres_url):
+    procs = [worker("--method", "finetune", "--n-trials", "2", "--storage", postgres_url,
+                    "--study", "pg-shared") for _ in range(2)]
+    for proc in procs:
+        finish(proc)
+    study = optuna.load_study(study_name="pg-shared", storage=make_storage(postgres_url))
+    assert states(study) == [TrialState.COMPLETE] * 4
+
+
+def test_killed_worker_loses_no_completed_trial_and_its_trial_is_retried(postgres_url):
+    args = ["--method", "lora", "--storage", postgres_url, "--study", "killed",
+            "--heartbeat", "1", "--grace", "2"]
+    # Long trials, so the signal lands in the middle of one.
+    victim = worker(*args, "--n-trials", "50", "--max-epochs", "600",
+                    start_new_session=True)
+    storage = make_storage(postgres_url, heartbeat_interval=1, grace_period=2)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            trials = optuna.load_study(study_name="killed", storage=storage).trials
+        except KeyError:  # the study does not exist yet
+            trials = []
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if done and running:
+            break
+        time.sleep(0.1)
+    else:
+        victim.kill()
+        pytest.fail(f"no running trial after a completed one: {victim.communicate()[0]}")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed = running[0].number
+    completed = {t.number: t.value for t in done}
+    time.sleep(3)  # past the grace period: the killed trial's heartbeat is stale
+    finish(worker(*args, "--n-trials", "2", "--max-epochs", "600"))
+    study = optuna.load_study(study_name="killed", storage=storage)
+    by_number = {t.number: t for t in study.trials}
+    for number, value in completed.items():
+        assert by_number[number].state == TrialState.COMPLETE
+        assert by_number[number].value == value
+    assert by_number[killed].state == TrialState.FAIL
+    retried_from = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
+    retries = [t for t in study.trials if retried_from(t) == killed]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == by_number[killed].params
+
+
+def test_estimators_work_inside_optuna_search_cv(data):
+    task, base = data
+    search = OptunaSearchCV(LoraRegressor(base=base, max_epochs=3, random_state=0),
+                            {"rank": IntDistribution(1, 4),
+                             "lr": FloatDistribution(1e-4, 1e-2, log=True)},
+                            n_trials=3, cv=2, random_state=0)
+    search.fit(task.X_train, task.y_train)
+    assert len(search.trials_) == 3
+    assert np.isfinite(search.score(task.X_test, task.y_test))
