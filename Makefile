@@ -1,17 +1,17 @@
-# Two commands for a fresh clone: `make demo` (the main job) and `make test`.
+# Two commands for a fresh clone: `make benchmark` (the main job) and `make test`.
 # Each sets itself up first: .venv with the CPU build of torch and qlsk's extras.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint setup
+.PHONY: benchmark test lint setup
 
 $(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
 	VENV=$(VENV) bash scripts/bootstrap.sh
 
 setup: $(VENV)/.installed
 
-demo: $(VENV)/.installed
-	$(PY) -m qlsk.demo
+benchmark: $(VENV)/.installed
+	$(PY) -m benchmarks --quick
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,144 @@
+"""One benchmark cell: a task, a seed and a target sample size, every method on it.
+
+A cell pretrains one base on the task's source data (seeded by task and seed, so the
+base is identical for every method and every sample size) and adapts it with each
+method under the same epoch budget. It returns one row per method with every setting.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+import zlib
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import r2_score
+
+from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
+from qlsk.simlib import list_tasks, load_task
+from qlsk.tuning import tune
+
+METHODS = ("base", "target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading",
+           "gp")
+NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading")
+
+
+def misleading_description(task_name: str) -> str:
+    """The description of another task (the next one in the list): a wrong prior."""
+    names = list(list_tasks()["name"])
+    other = names[(names.index(task_name) + 1) % len(names)]
+    return load_task(other, n_source=0, n_train=0, n_test=0).description
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode()) % (2**31)
+
+
+def _gp(seed: int) -> GaussianProcessRegressor:
+    kernel = ConstantKernel() * RBF() + WhiteKernel(1e-2)
+    return GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
+                                    random_state=seed)
+
+
+def _models(config, task_name, description, base, seed, n_features):
+    common = {"max_epochs": config["max_epochs"], "batch_size": config["batch_size"],
+              "lr": config["lr"], "early_stopping": config["early_stopping"],
+              "random_state": seed}
+    ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
+          "block_size": config["block_size"], "base": base, **common}
+    models = {
+        "target-only": MLPRegressor(hidden_layer_sizes=config["hidden"], **common),
+        "finetune": FineTuneRegressor(base=base, **common),
+        "ql": QueryableLoraRegressor(**ql),
+        "ql-prior": QueryableLoraRegressor(task_description=description, **ql),
+        "ql-misleading": QueryableLoraRegressor(
+            task_description=misleading_description(task_name), **ql),
+    }
+    models["lora"] = LoraRegressor(base=base, rank=matched_lora_rank(models["ql"], base,
+                                                                     n_features), **common)
+    return models
+
+
+def matched_lora_rank(ql: QueryableLoraRegressor, base: MLPRegressor, n_features: int) -> int:
+    """The LoRA rank whose trainable parameter count is closest to Queryable LoRA's."""
+    X, y = np.zeros((2, n_features)), np.zeros(2)
+    n_ql = clone(ql).set_params(max_epochs=1, random_state=0).fit(X, y).n_trainable_params_
+    per_rank = LoraRegressor(base=base, rank=1, max_epochs=1, random_state=0).fit(
+        X, y).n_trainable_params_
+    return max(1, int(round(n_ql / per_rank)))
+
+
+def _stability(history) -> float:
+    losses = [row["train_loss"] for row in history[-10:]]
+    return float(np.std(losses)) if losses else float("nan")
+
+
+def run_cell(config: dict, task_name: str, seed: int, n_train: int) -> list[dict]:
+    """Run every configured method on one (task, seed, n_train) cell."""
+    torch.set_num_threads(1)  # cells run in parallel processes
+    task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
+                     n_test=config["n_test"], noise=config["noise"], random_state=seed)
+    sd = task.y_test.std()
+    base_seed = _seed(task_name, seed)
+    t0 = time.perf_counter()
+    base = MLPRegressor(hidden_layer_sizes=config["hidden"], max_epochs=config["base_epochs"],
+                        batch_size=config["batch_size"], lr=config["lr"],
+                        random_state=base_seed).fit(task.X_source, task.y_source)
+    base_time = time.perf_counter() - t0
+    methods = [m for m in config["methods"] if m in METHODS]
+    models = _models(config, task_name, task.description, base, _seed(task_name, seed, n_train),
+                     task.X_train.shape[1])
+    rows = []
+    for method in methods:
+        row = {"task": task_name, "seed": seed, "n_train": n_train, "method": method,
+               "noise": config["noise"], "n_source": config["n_source"],
+               "max_epochs": config["max_epochs"], "base_epochs": config["base_epochs"],
+               "lr": config["lr"], "tune_trials": config["tune_trials"]}
+        t0 = time.perf_counter()
+        if method == "base":
+            model, fit_time = base, base_time
+        elif method == "gp":
+            model = _gp(seed)
+            with warnings.catch_warnings():  # length scales at their bounds are fine here
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(task.X_train, task.y_train)
+            fit_time = time.perf_counter() - t0
+        else:
+            model = models[method]
+            if config["tune_trials"] and method in NEURAL:
+                _, model = tune(model, task.X_train, task.y_train, random_state=seed,
+                                n_trials=config["tune_trials"], cv=3,
+                                search_space={"lr": _lr_space()})
+            else:
+                model.fit(task.X_train, task.y_train)
+            fit_time = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = model.predict(task.X_test)
+        predict_time = time.perf_counter() - t0
+        history = getattr(model, "history_", [])
+        row.update({
+            "rmse_sd": float(np.sqrt(np.mean((pred - task.y_test) ** 2)) / sd),
+            "r2": float(r2_score(task.y_test, pred)),
+            "stability": _stability(history) if method != "base" else float("nan"),
+            "fit_time_s": fit_time,
+            "predict_ms_per_1000": 1e3 * predict_time / len(task.X_test) * 1000,
+            "n_trainable_params": (len(model.kernel_.theta) if method == "gp"
+                                   else 0 if method == "base" else model.n_trainable_params_),
+            "rank": getattr(model, "rank", None),
+            "train_curve": [row_["train_loss"] for row_ in history] if method != "base" else [],
+        })
+        if isinstance(model, QueryableLoraRegressor):
+            row["atom_usage"] = model.atom_usage(task.X_test).mean(axis=1).tolist()
+        rows.append(row)
+    return rows
+
+
+def _lr_space():
+    from optuna.distributions import FloatDistribution
+
+    return FloatDistribution(1e-4, 1e-2, log=True)

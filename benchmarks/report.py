@@ -1,0 +1,147 @@
+"""Tables and plots from benchmark rows."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+LABELS = {
+    "base": "base (unadapted)", "target-only": "MLP, target only", "finetune": "fine-tune",
+    "lora": "LoRA (param-matched)", "ql": "QL, no prior", "ql-prior": "QL + description",
+    "ql-misleading": "QL + wrong description", "gp": "GP (target only)",
+}
+
+
+def _mean_std(values: pd.Series) -> str:
+    return f"{values.mean():.4f} ± {values.std(ddof=0):.4f}"
+
+
+def summary_table(df: pd.DataFrame, methods: list[str]) -> str:
+    """Markdown: mean ± std over seeds of RMSE/sd per task and size; best in bold."""
+    header = "| task | n | " + " | ".join(LABELS[m] for m in methods) + " |"
+    lines = [header, "|" + "---|" * (len(methods) + 2)]
+    for (task, n), group in df.groupby(["task", "n_train"], sort=False):
+        stats = group.groupby("method")["rmse_sd"]
+        means = stats.mean()
+        best = means.reindex(methods).idxmin()
+        cells = []
+        for m in methods:
+            text = _mean_std(stats.get_group(m)) if m in means else "–"
+            cells.append(f"**{text}**" if m == best else text)
+        lines.append(f"| {task} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def method_overview(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per method: mean rank over (task, size, seed), wins, error, R², cost."""
+    ranks = df.groupby(["task", "n_train", "seed"])["rmse_sd"].rank()
+    df = df.assign(rank_in_cell=ranks)
+    grouped = df.groupby("method")
+    overview = pd.DataFrame({
+        "mean rank": grouped["rank_in_cell"].mean(),
+        "wins": grouped["rank_in_cell"].apply(lambda r: int((r == 1).sum())),
+        "median RMSE/sd": grouped["rmse_sd"].median(),
+        "mean R²": grouped["r2"].mean(),
+        "stability (sd of last 10 train losses)": grouped["stability"].median(),
+        "fit s": grouped["fit_time_s"].median(),
+        "predict ms / 1000 rows": grouped["predict_ms_per_1000"].median(),
+        "trainable params": grouped["n_trainable_params"].median(),
+    }).reindex(methods)
+    overview.index = [LABELS[m] for m in overview.index]
+    return overview
+
+
+def _plots(df: pd.DataFrame, rows: list[dict], methods: list[str], output: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task, group in df.groupby("task", sort=False):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for m in methods:
+            stats = group[group.method == m].groupby("n_train")["rmse_sd"]
+            if len(stats):
+                mean, std = stats.mean(), stats.std(ddof=0).fillna(0)
+                ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3,
+                            label=LABELS[m])
+        ax.set(xscale="log", yscale="log", xlabel="target training samples",
+               ylabel="test RMSE / sd(target)", title=task)
+        ax.legend(fontsize=7)
+        written.append(_save(fig, output, f"error_vs_n_{task}.png"))
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        largest = group.n_train.max()
+        for m in methods:
+            curves = [r["train_curve"] for r in rows if r["task"] == task and r["method"] == m
+                      and r["n_train"] == largest and r["train_curve"]]
+            if curves:
+                length = min(map(len, curves))
+                ax.plot(np.mean([c[:length] for c in curves], axis=0), label=LABELS[m])
+        ax.set(yscale="log", xlabel="epoch", ylabel="training loss (scaled MSE)",
+               title=f"{task}, n = {largest}, mean over seeds")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, output, f"training_curves_{task}.png"))
+
+        usage = [np.asarray(r["atom_usage"]) for r in rows
+                 if r["task"] == task and r["method"] == "ql-prior" and "atom_usage" in r]
+        if usage:
+            fig, ax = plt.subplots(figsize=(7, 2.5))
+            mean_usage = np.mean(usage, axis=0)
+            image = ax.imshow(mean_usage, aspect="auto", cmap="viridis")
+            ax.set_yticks(range(mean_usage.shape[0]))
+            ax.set(xlabel="atom", ylabel="block", title=f"{task}: atom usage, QL + description")
+            fig.colorbar(image, ax=ax)
+            written.append(_save(fig, output, f"atom_usage_{task}.png"))
+
+    overview = method_overview(df, methods)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.barh(overview.index[::-1], overview["mean rank"][::-1])
+    ax.set(xlabel="mean rank of test RMSE within a cell (1 = best)",
+           title="methods over every task, size and seed")
+    written.append(_save(fig, output, "methods_summary.png"))
+    return written
+
+
+def _save(fig, output: str, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(os.path.join(output, name), dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return name
+
+
+def write_report(rows: list[dict], config: dict, output: str) -> str:
+    """Write results.csv, results.json, summary.md and plots; return the summary table."""
+    methods = [m for m in config["methods"]]
+    with open(os.path.join(output, "results.json"), "w") as f:
+        json.dump(rows, f)
+    df = pd.DataFrame(rows)
+    flat = df.drop(columns=[c for c in ("train_curve", "atom_usage") if c in df])
+    flat.to_csv(os.path.join(output, "results.csv"), index=False)
+    table = summary_table(df, methods)
+    overview = method_overview(df, methods)
+    params = (df[df.method.isin(["lora", "ql"])].groupby(["task", "method"])
+              ["n_trainable_params"].first().unstack())
+    plots = _plots(df, rows, methods, output)
+    text = [
+        "# Benchmark summary", "",
+        f"Tasks {len(config['tasks'])}, sizes {config['sizes']}, seeds {config['seeds']}, "
+        f"noise {config['noise']}, {config['max_epochs']} epochs (lr {config['lr']}, batch "
+        f"{config['batch_size']}, early stopping {config['early_stopping']}), base pretrained "
+        f"{config['base_epochs']} epochs on {config['n_source']} source rows, Optuna trials "
+        f"per method {config['tune_trials']}.", "",
+        "## Test RMSE / sd(target), mean ± std over seeds (best per row in bold)", "", table,
+        "", "## Methods overall", "", overview.to_markdown(floatfmt=".4g"), "",
+        "## Trainable parameters: LoRA is given the rank that matches Queryable LoRA", "",
+        params.to_markdown() if len(params) else "–", "",
+        "## Plots", "", *[f"- [{p}]({p})" for p in plots], "",
+    ]
+    with open(os.path.join(output, "summary.md"), "w") as f:
+        f.write("\n".join(text))
+    return table + "\n\n" + overview.to_markdown(floatfmt=".4g")

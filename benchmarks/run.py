@@ -1,0 +1,172 @@
+"""``python -m benchmarks``: transfer tasks x methods x target sample sizes x seeds.
+
+Writes to ``benchmarks/results/<run>/`` (or ``--output DIR``): ``results.csv`` and
+``results.json`` (one row per task, method, size and seed, with every setting),
+``summary.md`` (mean +- std over seeds, best per row in bold) and PNG plots. Cells run
+in parallel local processes, or on a Dask cluster with ``--dask-scheduler``. A run
+that is interrupted resumes where it stopped when started again with the same
+``--output``: finished cells are read back, not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from .cells import METHODS, run_cell
+
+QUICK = {
+    "tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "forrester-lf-to-hf"],
+    "sizes": [50, 100], "seeds": [0, 1, 2], "n_source": 1000, "n_test": 1000,
+    "base_epochs": 60, "max_epochs": 150,
+}
+FULL = {
+    "tasks": None,  # every task
+    "sizes": [25, 50, 100, 200], "seeds": [0, 1, 2, 3, 4], "n_source": 2000,
+    "n_test": 2000, "base_epochs": 100, "max_epochs": 200,
+}
+DEFAULTS = {
+    "methods": list(METHODS), "noise": 0.1, "lr": 1e-3, "batch_size": 32,
+    "early_stopping": False, "hidden": [64, 64, 64], "rank": 4, "n_atoms": 8, "top_k": 2,
+    "block_size": 2, "tune_trials": 0,
+}
+
+
+def make_config(args) -> dict:
+    from qlsk.simlib import list_tasks
+
+    config = {**DEFAULTS, **(QUICK if args.quick else FULL)}
+    for key in ("tasks", "sizes", "seeds", "methods", "n_source", "n_test", "base_epochs",
+                "max_epochs", "noise", "tune_trials"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    if config["tasks"] is None:
+        config["tasks"] = list(list_tasks()["name"])
+    unknown = sorted(set(config["methods"]) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    known = set(list_tasks()["name"])
+    if set(config["tasks"]) - known:
+        raise SystemExit(f"unknown tasks {sorted(set(config['tasks']) - known)}")
+    config["hidden"] = list(config["hidden"])
+    return config
+
+
+def cell_key(task: str, seed: int, n_train: int) -> str:
+    return f"{task}|{seed}|{n_train}"
+
+
+def read_done(path: str) -> dict[str, list[dict]]:
+    """Finished cells from ``cells.jsonl``; a line cut short by an interruption is skipped."""
+    done = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                done[record["key"]] = record["rows"]
+    return done
+
+
+def _executor(args):
+    if args.dask_scheduler:
+        from distributed import Client
+
+        client = Client(args.dask_scheduler)
+        return client, lambda cfg, *cell: client.submit(run_cell, cfg, *cell, pure=False)
+    pool = ProcessPoolExecutor(max_workers=args.jobs,
+                               mp_context=multiprocessing.get_context("spawn"))
+    return pool, lambda cfg, *cell: pool.submit(run_cell, cfg, *cell)
+
+
+def run(config: dict, output: str, args) -> list[dict]:
+    """Run the missing cells of ``config`` into ``output``; return every row."""
+    os.makedirs(output, exist_ok=True)
+    config_path = os.path.join(output, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = json.load(f)
+        if previous != config:
+            raise SystemExit(f"{output} holds a run with another configuration; "
+                             "use a new --output to keep it")
+    else:
+        with open(config_path, "w") as f:
+            json.dump(config, f, indent=1)
+    cells_path = os.path.join(output, "cells.jsonl")
+    done = read_done(cells_path)
+    cells = [(t, s, n) for t in config["tasks"] for s in config["seeds"]
+             for n in config["sizes"]]
+    todo = [c for c in cells if cell_key(*c) not in done]
+    if done:
+        print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
+    if todo:
+        from tqdm.auto import tqdm
+
+        executor, submit = _executor(args)
+        try:
+            futures = {submit(config, *cell): cell for cell in todo}
+            if args.dask_scheduler:
+                from distributed import as_completed as completed
+            else:
+                completed = as_completed
+            with open(cells_path, "a") as out, tqdm(
+                    total=len(cells), initial=len(cells) - len(todo), desc="cells",
+                    unit="cell") as bar:
+                for future in completed(futures):
+                    cell = futures[future]
+                    rows = future.result()
+                    out.write(json.dumps({"key": cell_key(*cell), "rows": rows}) + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())
+                    done[cell_key(*cell)] = rows
+                    bar.update(1)
+        finally:
+            if args.dask_scheduler:
+                executor.close()
+            else:
+                executor.shutdown(cancel_futures=True)
+    return [row for cell in cells for row in done[cell_key(*cell)]]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="a few tasks, sizes and seeds: minutes on a laptop")
+    parser.add_argument("--output", default=None,
+                        help="result folder (default benchmarks/results/<mode>-<time>); "
+                             "an existing one resumes")
+    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--sizes", nargs="+", type=int, default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", default=None, help=" ".join(METHODS))
+    parser.add_argument("--n-source", type=int, default=None)
+    parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--base-epochs", type=int, default=None)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--noise", type=float, default=None)
+    parser.add_argument("--tune-trials", type=int, default=None,
+                        help="Optuna trials over lr for every neural method (default 0)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(),
+                        help="parallel local processes")
+    parser.add_argument("--dask-scheduler", default=None,
+                        help="tcp://HOST:PORT: run the cells on a Dask cluster")
+    args = parser.parse_args(argv)
+    config = make_config(args)
+    output = args.output or os.path.join(
+        os.path.dirname(__file__), "results",
+        f"{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    t0 = time.perf_counter()
+    rows = run(config, output, args)
+    from .report import write_report
+
+    table = write_report(rows, config, output)
+    print(table)
+    print(f"\n{len(rows)} rows in {time.perf_counter() - t0:.0f} s; results, summary.md and "
+          f"plots in {output}")

@@ -1,0 +1,81 @@
+"""The benchmark runner end to end on a tiny grid: files, schema, fairness, resume,
+reproducibility and a real Dask cluster."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from benchmarks.cells import METHODS
+from benchmarks.run import main
+
+TINY = ["--tasks", "forrester-lf-to-hf", "park91a-lf-to-hf", "--sizes", "16", "--seeds", "0",
+        "--n-source", "150", "--n-test", "150", "--base-epochs", "3", "--max-epochs", "3",
+        "--jobs", "2"]
+TIMING = ["fit_time_s", "predict_ms_per_1000"]
+
+
+def run(output, *extra):
+    main([*TINY, "--output", str(output), *extra])
+    return pd.read_csv(output / "results.csv")
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench") / "run"
+    return output, run(output)
+
+
+def test_tiny_grid_end_to_end(first):
+    output, df = first
+    for name in ("results.csv", "results.json", "summary.md", "config.json", "cells.jsonl",
+                 "methods_summary.png", "error_vs_n_park91a-lf-to-hf.png",
+                 "training_curves_park91a-lf-to-hf.png", "atom_usage_park91a-lf-to-hf.png"):
+        assert (output / name).stat().st_size > 0, name
+    assert len(df) == 2 * len(METHODS) and set(df.method) == set(METHODS)
+    for column in ("task", "seed", "n_train", "method", "noise", "n_source", "max_epochs",
+                   "lr", "rmse_sd", "r2", "stability", "fit_time_s", "predict_ms_per_1000",
+                   "n_trainable_params"):
+        assert column in df, column
+    assert df.rmse_sd.notna().all() and (df.rmse_sd > 0).all()
+    rows = json.loads((output / "results.json").read_text())
+    ql = [r for r in rows if r["method"] == "ql-prior"]
+    assert all(len(r["atom_usage"]) == 2 and len(r["train_curve"]) == 3 for r in ql)
+    summary = (output / "summary.md").read_text()
+    assert "**" in summary and "QL + description" in summary and "GP (target only)" in summary
+
+
+def test_lora_parameter_budget_matches_queryable_lora(first):
+    _, df = first
+    for _, cell in df.groupby(["task", "seed", "n_train"]):
+        counts = cell.set_index("method").n_trainable_params
+        lora_rank = cell.set_index("method").loc["lora", "rank"]
+        per_rank = counts["lora"] / lora_rank
+        assert abs(counts["lora"] - counts["ql"]) <= per_rank / 2
+        assert counts["ql"] == counts["ql-prior"] == counts["ql-misleading"]
+
+
+def test_same_seed_same_numbers_and_resume_gives_the_same_table(first, tmp_path):
+    _, df = first
+    again = run(tmp_path / "again")
+    pd.testing.assert_frame_equal(again.drop(columns=TIMING), df.drop(columns=TIMING))
+    # Interrupt: keep the first finished cell and half a line of the second.
+    cells = (tmp_path / "again" / "cells.jsonl").read_text().splitlines()
+    (tmp_path / "again" / "cells.jsonl").write_text(cells[0] + "\n" + cells[1][:50])
+    os.remove(tmp_path / "again" / "results.csv")
+    resumed = run(tmp_path / "again")
+    pd.testing.assert_frame_equal(resumed.drop(columns=TIMING), df.drop(columns=TIMING))
+    with pytest.raises(SystemExit, match="another configuration"):
+        main([*TINY, "--output", str(tmp_path / "again"), "--noise", "0.3"])
+
+
+def test_cells_run_on_a_dask_cluster(first, tmp_path):
+    from distributed import LocalCluster
+
+    _, df = first
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        assert len(cluster.workers) == 2
+        on_dask = run(tmp_path / "dask", "--dask-scheduler", cluster.scheduler_address)
+    pd.testing.assert_frame_equal(on_dask.drop(columns=TIMING), df.drop(columns=TIMING))
