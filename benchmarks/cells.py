@@ -14,9 +14,9 @@ import zlib
 import numpy as np
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 
 from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
