@@ -1,8 +1,8 @@
 """Time per training step and peak memory: frozen base, plain LoRA, Queryable LoRA.
 
 Run ``python -m benchmarks.adapter_speed`` (``--device cuda`` on a GPU). Prints the
-median forward+backward time per batch over repeated runs (``--with-step`` adds the
-AdamW step), the ratio
+median forward+backward time per batch over repeated runs, timed in turns so that the
+machine's noise hits every method alike (``--with-step`` adds the AdamW step), the ratio
 to plain LoRA, peak memory, and trainable parameters, for a small MLP (8 inputs,
 3 x 128 hidden, batch 256) and a larger one (4 x 512 hidden, batch 4096) at r = 8,
 M = 16, k = 2.
@@ -42,31 +42,40 @@ def build(method, hidden, rank, n_atoms, top_k, block_size):
                      if method == "queryable" else {}))
 
 
-def step_time(model, X, y, device, steps, repeats, with_step=False):
+def make_step(model, X, y, with_step):
+    """One training step of ``model`` as a closure (forward, backward, optional AdamW)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:  # the frozen base: train its last bias so backward has work to do
         last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         last.bias.requires_grad_(True)
         params = [last.bias]
     opt = torch.optim.AdamW(params, lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        (model(X) - y).pow(2).mean().backward()
+        if with_step:
+            opt.step()
+
+    return step
+
+
+def interleaved_times(steps_by_method, n_steps, repeats, device):
+    """Median seconds per step of every method, timed in turns so noise hits all alike."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def run(n):
-        for _ in range(n):
-            opt.zero_grad(set_to_none=True)
-            loss = (model(X) - y).pow(2).mean()
-            loss.backward()
-            if with_step:
-                opt.step()
-        sync()
-
-    run(10)  # warm-up
-    times = []
+    for step in steps_by_method.values():  # warm-up
+        for _ in range(10):
+            step()
+    times = {name: [] for name in steps_by_method}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(steps)
-        times.append((time.perf_counter() - t0) / steps)
-    return statistics.median(times)
+        for name, step in steps_by_method.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n_steps):
+                step()
+            sync()
+            times[name].append((time.perf_counter() - t0) / n_steps)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_memory_mib(model, X, y, device):
@@ -85,7 +94,7 @@ def main(argv=None):
     parser.add_argument("--n-atoms", type=int, default=16)
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--block-size", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--with-step", action="store_true",
                         help="include the AdamW step in the timed step")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -102,16 +111,17 @@ def main(argv=None):
         hidden, batch = CASES[case]
         X = torch.randn(batch, 8, device=args.device)
         y = torch.randn(batch, 1, device=args.device)
-        steps = 50 if case == "small" else 10
-        results = {}
+        n_steps = 50 if case == "small" else 10
+        models = {}
         for method in ("base", "lora", "queryable"):
             torch.manual_seed(0)
-            model = build(method, hidden, args.rank, args.n_atoms, args.top_k,
-                          args.block_size)
-            model = model.to(args.device)
-            t = step_time(model, X, y, args.device, steps, args.repeats, args.with_step)
-            results[method] = (t, peak_memory_mib(model, X, y, args.device),
-                               count_trainable_parameters(model))
+            models[method] = build(method, hidden, args.rank, args.n_atoms, args.top_k,
+                                   args.block_size).to(args.device)
+        times = interleaved_times(
+            {m: make_step(model, X, y, args.with_step) for m, model in models.items()},
+            n_steps, args.repeats, args.device)
+        results = {m: (times[m], peak_memory_mib(model, X, y, args.device),
+                       count_trainable_parameters(model)) for m, model in models.items()}
         lora_t, _, lora_p = results["lora"]
         for method, (t, mem, n) in results.items():
             print(f"{case:6} {method:10} {1e3 * t:9.3f} {t / lora_t:8.2f} {mem:9.1f} "

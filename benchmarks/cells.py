@@ -1,8 +1,8 @@
-"""One benchmark cell: a task, a seed and a target sample size, every method on it.
+"""One benchmark cell: a task and a seed, every target sample size and method on it.
 
-A cell pretrains one base on the task's source data (seeded by task and seed, so the
-base is identical for every method and every sample size) and adapts it with each
-method under the same epoch budget. It returns one row per method with every setting.
+A cell pretrains one base on the task's source data and adapts it with each method,
+under the same epoch budget, at every target sample size. It returns one row per method
+and size with every setting.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from qlsk.simlib import list_tasks, load_task
 from qlsk.tuning import tune
 
 METHODS = ("base", "target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading",
-           "gp")
-NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading")
+           "gp", "peft-lora", "peft-vblora")
+NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading", "peft-lora",
+          "peft-vblora")
 
 
 def misleading_description(task_name: str) -> str:
@@ -59,8 +60,14 @@ def _models(config, task_name, description, base, seed, n_features):
         "ql-misleading": QueryableLoraRegressor(
             task_description=misleading_description(task_name), **ql),
     }
-    models["lora"] = LoraRegressor(base=base, rank=matched_lora_rank(models["ql"], base,
-                                                                     n_features), **common)
+    rank = matched_lora_rank(models["ql"], base, n_features)
+    models["lora"] = LoraRegressor(base=base, rank=rank, **common)
+    if "peft-lora" in config["methods"] or "peft-vblora" in config["methods"]:
+        from .peft_methods import PeftRegressor
+
+        models["peft-lora"] = PeftRegressor(base=base, peft_method="lora", rank=rank, **common)
+        models["peft-vblora"] = PeftRegressor(base=base, peft_method="vblora",
+                                              rank=config["rank"], **common)
     return models
 
 
@@ -78,23 +85,33 @@ def _stability(history) -> float:
     return float(np.std(losses)) if losses else float("nan")
 
 
-def run_cell(config: dict, task_name: str, seed: int, n_train: int) -> list[dict]:
-    """Run every configured method on one (task, seed, n_train) cell."""
+def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
+    """Run every configured method at every sample size on one (task, seed) cell."""
     torch.set_num_threads(1)  # cells run in parallel processes
-    task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
-                     n_test=config["n_test"], noise=config["noise"], random_state=seed)
+    rows = []
+    base = base_time = None
+    for n_train in config["sizes"]:
+        # The source rows are drawn first, so they are the same for every n_train.
+        task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
+                         n_test=config["n_test"], noise=config["noise"], random_state=seed)
+        if base is None:
+            t0 = time.perf_counter()
+            base = MLPRegressor(hidden_layer_sizes=config["hidden"],
+                                max_epochs=config["base_epochs"],
+                                batch_size=config["batch_size"], lr=config["lr"],
+                                random_state=_seed(task_name, seed)).fit(task.X_source,
+                                                                         task.y_source)
+            base_time = time.perf_counter() - t0
+        rows += _run_size(config, task_name, seed, n_train, task, base, base_time)
+    return rows
+
+
+def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[dict]:
     sd = task.y_test.std()
-    base_seed = _seed(task_name, seed)
-    t0 = time.perf_counter()
-    base = MLPRegressor(hidden_layer_sizes=config["hidden"], max_epochs=config["base_epochs"],
-                        batch_size=config["batch_size"], lr=config["lr"],
-                        random_state=base_seed).fit(task.X_source, task.y_source)
-    base_time = time.perf_counter() - t0
-    methods = [m for m in config["methods"] if m in METHODS]
     models = _models(config, task_name, task.description, base, _seed(task_name, seed, n_train),
                      task.X_train.shape[1])
     rows = []
-    for method in methods:
+    for method in config["methods"]:
         row = {"task": task_name, "seed": seed, "n_train": n_train, "method": method,
                "noise": config["noise"], "n_source": config["n_source"],
                "max_epochs": config["max_epochs"], "base_epochs": config["base_epochs"],
@@ -130,7 +147,7 @@ def run_cell(config: dict, task_name: str, seed: int, n_train: int) -> list[dict
             "n_trainable_params": (len(model.kernel_.theta) if method == "gp"
                                    else 0 if method == "base" else model.n_trainable_params_),
             "rank": getattr(model, "rank", None),
-            "train_curve": [row_["train_loss"] for row_ in history] if method != "base" else [],
+            "train_curve": [r["train_loss"] for r in history] if method != "base" else [],
         })
         if isinstance(model, QueryableLoraRegressor):
             row["atom_usage"] = model.atom_usage(task.X_test).mean(axis=1).tolist()

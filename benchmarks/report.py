@@ -12,6 +12,7 @@ LABELS = {
     "base": "base (unadapted)", "target-only": "MLP, target only", "finetune": "fine-tune",
     "lora": "LoRA (param-matched)", "ql": "QL, no prior", "ql-prior": "QL + description",
     "ql-misleading": "QL + wrong description", "gp": "GP (target only)",
+    "peft-lora": "PEFT LoRA (param-matched)", "peft-vblora": "PEFT VB-LoRA",
 }
 
 

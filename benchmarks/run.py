@@ -2,7 +2,8 @@
 
 Writes to ``benchmarks/results/<run>/`` (or ``--output DIR``): ``results.csv`` and
 ``results.json`` (one row per task, method, size and seed, with every setting),
-``summary.md`` (mean +- std over seeds, best per row in bold) and PNG plots. Cells run
+``summary.md`` (mean +- std over seeds, best per row in bold) and PNG plots. A cell is
+one task and seed: one pretrained base, shared by every method and sample size. Cells run
 in parallel local processes, or on a Dask cluster with ``--dask-scheduler``. A run
 that is interrupted resumes where it stopped when started again with the same
 ``--output``: finished cells are read back, not recomputed.
@@ -26,11 +27,12 @@ QUICK = {
 }
 FULL = {
     "tasks": None,  # every task
-    "sizes": [25, 50, 100, 200], "seeds": [0, 1, 2, 3, 4], "n_source": 2000,
-    "n_test": 2000, "base_epochs": 100, "max_epochs": 200,
+    "sizes": [25, 50, 100, 200], "seeds": [0, 1, 2], "n_source": 2000,
+    "n_test": 2000, "base_epochs": 60, "max_epochs": 150,
 }
 DEFAULTS = {
-    "methods": list(METHODS), "noise": 0.1, "lr": 1e-3, "batch_size": 32,
+    "methods": None,  # every method; PEFT's only where the package is installed
+    "noise": 0.1, "lr": 1e-3, "batch_size": 32,
     "early_stopping": False, "hidden": [64, 64, 64], "rank": 4, "n_atoms": 8, "top_k": 2,
     "block_size": 2, "tune_trials": 0,
 }
@@ -47,6 +49,10 @@ def make_config(args) -> dict:
             config[key] = value
     if config["tasks"] is None:
         config["tasks"] = list(list_tasks()["name"])
+    if config["methods"] is None:
+        from .peft_methods import available
+
+        config["methods"] = [m for m in METHODS if available() or not m.startswith("peft")]
     unknown = sorted(set(config["methods"]) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -57,8 +63,8 @@ def make_config(args) -> dict:
     return config
 
 
-def cell_key(task: str, seed: int, n_train: int) -> str:
-    return f"{task}|{seed}|{n_train}"
+def cell_key(task: str, seed: int) -> str:
+    return f"{task}|{seed}"
 
 
 def read_done(path: str) -> dict[str, list[dict]]:
@@ -101,8 +107,7 @@ def run(config: dict, output: str, args) -> list[dict]:
             json.dump(config, f, indent=1)
     cells_path = os.path.join(output, "cells.jsonl")
     done = read_done(cells_path)
-    cells = [(t, s, n) for t in config["tasks"] for s in config["seeds"]
-             for n in config["sizes"]]
+    cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
     todo = [c for c in cells if cell_key(*c) not in done]
     if done:
         print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
@@ -132,7 +137,10 @@ def run(config: dict, output: str, args) -> list[dict]:
                 executor.close()
             else:
                 executor.shutdown(cancel_futures=True)
-    return [row for cell in cells for row in done[cell_key(*cell)]]
+    order = {n: i for i, n in enumerate(config["sizes"])}
+    rows = [row for cell in cells for row in done[cell_key(*cell)]]
+    return sorted(rows, key=lambda r: (config["tasks"].index(r["task"]), order[r["n_train"]],
+                                       r["seed"], config["methods"].index(r["method"])))
 
 
 def main(argv=None) -> None:

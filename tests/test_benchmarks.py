@@ -54,6 +54,7 @@ def test_lora_parameter_budget_matches_queryable_lora(first):
         per_rank = counts["lora"] / lora_rank
         assert abs(counts["lora"] - counts["ql"]) <= per_rank / 2
         assert counts["ql"] == counts["ql-prior"] == counts["ql-misleading"]
+        assert counts["peft-lora"] == counts["lora"]  # PEFT's LoRA at the same rank
 
 
 def test_same_seed_same_numbers_and_resume_gives_the_same_table(first, tmp_path):

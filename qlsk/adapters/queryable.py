@@ -13,12 +13,17 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._ops import rms_norm, row_matvec, topk_softmax
 from .lora import LoraLinear
 
 PRIOR_SEED = 0
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps)`` over the last axis, without a learned scale."""
+    return F.rms_norm(x, (x.shape[-1],), eps=1e-6)
 
 
 def instruction_prior(embedding, n_atoms: int, temperature: float = 0.5,
@@ -128,6 +133,10 @@ class AtomMemory(nn.Module):
         self.close()
 
     @property
+    def _no_bias(self) -> torch.Tensor:
+        return self.keys.new_zeros(self.n_atoms)
+
+    @property
     def atoms(self) -> torch.Tensor:
         """The atoms ``C_m = I + D_m``, shape (M, r, r)."""
         return self.eye + self.atom_deltas
@@ -149,24 +158,28 @@ class AtomMemory(nn.Module):
         and ``c_b = e_b K^T / sqrt(d_k) + lambda log pi``: the same logits as
         projecting the query first, in fewer operations.
         """
-        keys_t = self.keys.T / math.sqrt(self.key_dim)  # (d_k, M)
-        self._G = self.query_proj.weight.T @ keys_t  # (2r, M)
-        bias = self.block_embed @ keys_t  # (N_b, M)
-        if self.log_prior is not None and self.prior_strength > 0:
-            bias = bias + self.prior_strength * self.log_prior
-        self._bias = bias
-        self._atoms_flat = self.atoms.reshape(self.n_atoms, -1)  # (M, r*r)
-        self._states, self.routing = [], []
+        keys_t, scale = self.keys.T, 1 / math.sqrt(self.key_dim)  # (d_k, M)
+        self._G = torch.addmm(self._no_bias, self.query_proj.weight.T, keys_t, beta=0,
+                              alpha=scale)  # (2r, M)
+        prior = self.log_prior if self.log_prior is not None else self._no_bias
+        self._bias = torch.addmm(prior, self.block_embed, keys_t, beta=self.prior_strength,
+                                 alpha=scale)  # (N_b, M)
+        self._deltas_flat = self.atom_deltas.view(self.n_atoms, -1)  # (M, r*r)
+        self._states, self._normed, self.routing = [], [], []
 
-    def _logits(self, z: torch.Tensor, block: int) -> torch.Tensor:
-        """Routing logits ``l_b`` (rows x M) from the block state ``z`` (rows x r)."""
-        zn = rms_norm(z)
+    def _summary(self, block: int) -> torch.Tensor:
+        """``n(s_b)``: the normalised attention summary of the earlier blocks' states."""
+        if len(self._states) == 1:  # a softmax over one block is 1: s_b = z_1
+            return self._normed[0]
+        Z = torch.stack(self._states, dim=1)  # (n, b, r)
+        scores = torch.stack(self._normed, dim=1) @ self.depth_queries[block - 1]  # (n, b)
+        return rms_norm((scores.softmax(dim=1).unsqueeze(-1) * Z).sum(dim=1))  # (n, r)
+
+    def _logits(self, zn: torch.Tensor, block: int) -> torch.Tensor:
+        """Routing logits ``l_b`` (rows x M) from the normalised block state ``n(z_b)``."""
         if not self._states:  # first block: the depth summary is zero
             return torch.addmm(self._bias[block], zn, self._G[: self.rank])
-        Z = torch.stack(self._states, dim=1)  # (n, b, r)
-        scores = rms_norm(Z) @ self.depth_queries[block - 1]  # (n, b)
-        summary = (scores.softmax(dim=1).unsqueeze(-1) * Z).sum(dim=1)  # (n, r)
-        return torch.addmm(self._bias[block], torch.cat([zn, rms_norm(summary)], -1),
+        return torch.addmm(self._bias[block], torch.cat([zn, self._summary(block)], -1),
                            self._G)
 
     def route(self, logits: torch.Tensor) -> torch.Tensor:
@@ -175,7 +188,8 @@ class AtomMemory(nn.Module):
             logits = logits / self.temperature
         if self.top_k == self.n_atoms:
             return logits.softmax(dim=-1)
-        return topk_softmax(logits, self.top_k)
+        top, index = logits.topk(self.top_k, dim=-1)  # (n, k)
+        return torch.zeros_like(logits).scatter(-1, index, top.softmax(dim=-1))
 
     def open_block(self, block: int, u: torch.Tensor) -> None:
         """Route block ``block`` from its first layer's low-rank state ``u = A h``."""
@@ -183,22 +197,26 @@ class AtomMemory(nn.Module):
             self._begin_pass()
         # pool over tokens for sequence inputs: (n, r)
         z = u if u.dim() == 2 else u.reshape(u.shape[0], -1, self.rank).mean(dim=1)
-        alpha = self.route(self._logits(z, block))
+        zn = rms_norm(z)
+        alpha = self.route(self._logits(zn, block))
         self._states.append(z)
+        self._normed.append(zn)
         self.routing.append(alpha.detach())
-        # One matmul combines the atoms for every row: (n, r, r)
-        self._S = (alpha @ self._atoms_flat).view(-1, self.rank, self.rank)
+        # S = sum_m alpha_m (I + D_m) = I + alpha D, as sum(alpha) = 1: one addmm, (n, r*r)
+        self._S = torch.addmm(self.eye.view(-1), alpha, self._deltas_flat)
 
     def apply(self, u: torch.Tensor) -> torch.Tensor:
         """``S_b u`` for every row of ``u`` (rows x ... x r)."""
+        S = self._S.view(-1, self.rank, self.rank)
         if u.dim() == 2:  # a broadcast product: cheaper than a bmm of tiny matrices
-            return row_matvec(self._S, u)
+            return (S * u.unsqueeze(1)).sum(dim=-1)
         flat = u.reshape(u.shape[0], -1, self.rank)  # (n, tokens, r)
-        return torch.bmm(flat, self._S.transpose(1, 2)).view_as(u)
+        return torch.bmm(flat, S.transpose(1, 2)).view_as(u)
 
     def close(self) -> None:
         """Drop the per-pass tensors once the last block has run."""
-        self._states, self._S, self._G, self._bias, self._atoms_flat = [], None, None, None, None
+        self._states, self._normed = [], []
+        self._S = self._G = self._bias = self._deltas_flat = None
 
 
 class QueryableLoraLinear(LoraLinear):
