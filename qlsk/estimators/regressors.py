@@ -137,6 +137,24 @@ def _base_module(base) -> nn.Module:
 class _AdaptingRegressor(BaseNeuralRegressor):
     """Adapts a base network to new data; subclasses say how (``_adapt``)."""
 
+    def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
+        self.base = base
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
     def __sklearn_clone__(self):
         # The base is shared, never cloned: a clone of a fitted base would be unfitted.
         params = self.get_params(deep=False)
@@ -215,24 +233,6 @@ class FineTuneRegressor(_AdaptingRegressor):
     (2,)
     """
 
-    def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
-                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
-                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
-                 verbose=0, callbacks=None):
-        self.base = base
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
-
     def _adapt(self, module):
         return module.requires_grad_(True)
 
@@ -271,22 +271,14 @@ class LoraRegressor(_AdaptingRegressor):
                  max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
-        self.base = base
+        super().__init__(
+            base=base, hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
+            max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, patience=patience, device=device,
+            random_state=random_state, verbose=verbose, callbacks=callbacks)
         self.rank = rank
         self.alpha = alpha
         self.target_modules = target_modules
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
 
     def _adapter_config(self) -> dict:
         return {"rank": self.rank, "alpha": self.alpha}
