@@ -18,6 +18,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.metrics import r2_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import list_tasks, load_task
@@ -40,10 +42,15 @@ def _seed(*parts) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode()) % (2**31)
 
 
-def _gp(seed: int) -> GaussianProcessRegressor:
-    kernel = ConstantKernel() * RBF() + WhiteKernel(1e-2)
-    return GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
-                                    random_state=seed)
+def _gp(seed: int, bounds) -> Pipeline:
+    """A GP with one length scale per input, on inputs scaled to the task's unit box."""
+    lo, span = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+    kernel = (ConstantKernel() * RBF(np.ones(len(lo)), length_scale_bounds=(1e-2, 1e3))
+              + WhiteKernel(1e-2))
+    return make_pipeline(
+        FunctionTransformer(lambda X: (X - lo) / span),
+        GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
+                                 random_state=seed))
 
 
 def _models(config, task_name, description, base, seed, n_features):
@@ -120,7 +127,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
         if method == "base":
             model, fit_time = base, base_time
         elif method == "gp":
-            model = _gp(seed)
+            model = _gp(seed, task.bounds)
             with warnings.catch_warnings():  # length scales at their bounds are fine here
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.fit(task.X_train, task.y_train)
@@ -144,7 +151,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
             "stability": _stability(history) if method != "base" else float("nan"),
             "fit_time_s": fit_time,
             "predict_ms_per_1000": 1e3 * predict_time / len(task.X_test) * 1000,
-            "n_trainable_params": (len(model.kernel_.theta) if method == "gp"
+            "n_trainable_params": (len(model[-1].kernel_.theta) if method == "gp"
                                    else 0 if method == "base" else model.n_trainable_params_),
             "rank": getattr(model, "rank", None),
             "train_curve": [r["train_loss"] for r in history] if method != "base" else [],
