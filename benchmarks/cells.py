@@ -12,6 +12,7 @@ import warnings
 import zlib
 
 import numpy as np
+import optuna
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
@@ -95,6 +96,7 @@ def _stability(history) -> float:
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     """Run every configured method at every sample size on one (task, seed) cell."""
     torch.set_num_threads(1)  # cells run in parallel processes
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     base = base_time = None
     for n_train in config["sizes"]:

@@ -251,3 +251,12 @@ def test_cuda_trained_model_loads_on_cpu(task, tmp_path):
     loaded = qlsk.load(tmp_path / "m.qlsk", device="cpu")
     np.testing.assert_allclose(loaded.predict(task.X_test), model.predict(task.X_test),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_verbose_shows_a_progress_bar_over_epochs(capsys):
+    X, y = np.random.default_rng(0).random((30, 2)), np.ones(30)
+    small(MLPRegressor, max_epochs=3, verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    assert "MLP:" in err and "epoch" in err  # tqdm redraws are throttled: no exact counts
+    small(MLPRegressor, max_epochs=3).fit(X, y)
+    assert capsys.readouterr().err == ""
