@@ -32,10 +32,10 @@ def resolve_device(device: str) -> str:
 class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
     """Validation, seeding, the skorch training loop and prediction.
 
-    Subclasses implement ``_build_module(X, y) -> (module, loss_scale)``.
+    Subclasses implement ``_build_module(X, y, seed) -> (module, loss_scale)``.
     """
 
-    def _more_params_check(self):
+    def _check_params(self):
         if self.early_stopping and not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must be in (0, 1), got "
                              f"{self.validation_fraction!r}")
@@ -103,7 +103,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         """
         self._forget()
         try:
-            self._more_params_check()
+            self._check_params()
             device = resolve_device(self.device)
             X, y = self._validate_fit_data(X, y)
             seed = int(check_random_state(self.random_state).randint(2**31 - 1))
