@@ -43,6 +43,12 @@ def finish(proc, timeout=300):
     return out
 
 
+def run_workers(n, *args):
+    """Start ``n`` worker processes with the same arguments and wait for all of them."""
+    for proc in [worker(*args) for _ in range(n)]:
+        finish(proc)
+
+
 def states(study):
     return [t.state for t in study.trials]
 
@@ -89,8 +95,9 @@ def test_bad_input(data, tmp_path):
              search_space={"n_atoms": IntDistribution(1, 3)})
     with pytest.raises(ValueError, match="unsupported storage URL scheme 'redis'"):
         make_storage("redis://localhost/0")
-    with pytest.raises(ValueError, match="cannot open storage"):
-        make_storage("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(ValueError, match="cannot open storage") as error:
+        make_storage("postgresql://nobody:s3cret@127.0.0.1:1/none")
+    assert "s3cret" not in str(error.value) and "***" in str(error.value)
     with pytest.raises(ValueError, match="does not exist"):
         make_storage(str(tmp_path / "missing" / "journal.log"))
     proc = worker("--method", "dora", "--n-trials", "1")
@@ -115,10 +122,8 @@ def test_pruning_on_validation_loss(data):
 
 def test_two_processes_share_one_journal_file(tmp_path):
     journal = str(tmp_path / "study.log")
-    procs = [worker("--method", "lora", "--n-trials", "2", "--storage", journal,
-                    "--study", "shared") for _ in range(2)]
-    for proc in procs:
-        finish(proc)
+    run_workers(2, "--method", "lora", "--n-trials", "2", "--storage", journal,
+                "--study", "shared")
     study = optuna.load_study(study_name="shared", storage=make_storage(journal))
     assert states(study) == [TrialState.COMPLETE] * 4
     report = tmp_path / "report"
@@ -133,10 +138,8 @@ def test_two_processes_share_one_journal_file(tmp_path):
 
 
 def test_two_processes_share_one_postgresql_study(postgres_url):
-    procs = [worker("--method", "finetune", "--n-trials", "2", "--storage", postgres_url,
-                    "--study", "pg-shared") for _ in range(2)]
-    for proc in procs:
-        finish(proc)
+    run_workers(2, "--method", "finetune", "--n-trials", "2", "--storage", postgres_url,
+                "--study", "pg-shared")
     study = optuna.load_study(study_name="pg-shared", storage=make_storage(postgres_url))
     assert states(study) == [TrialState.COMPLETE] * 4
 

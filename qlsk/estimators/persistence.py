@@ -104,16 +104,19 @@ def load(path, device: str = "cpu"):
     estimator
         Fitted, ready to ``predict``.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from . import regressors
     from ._base import resolve_device
 
-    with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-        raw = (f.metadata() or {}).get("qlsk")
-        if raw is None:
-            raise ValueError(f"{path} is not a model saved by qlsk")
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get("qlsk")
+            state = {k: f.get_tensor(k) for k in f.keys()} if raw is not None else None
+    except SafetensorError as exc:
+        raise ValueError(f"{path} is not a model saved by qlsk ({exc})") from None
+    if raw is None:
+        raise ValueError(f"{path} is not a model saved by qlsk")
     meta = json.loads(raw)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")

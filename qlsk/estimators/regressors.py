@@ -162,13 +162,10 @@ class _AdaptingRegressor(BaseNeuralRegressor):
         return type(self)(base=base, **{k: clone(v, safe=False) for k, v in params.items()})
 
     def _pretrain(self, X, y, seed) -> MLPRegressor:
-        return MLPRegressor(
-            hidden_layer_sizes=self.hidden_layer_sizes, lr=self.lr,
-            weight_decay=self.weight_decay, max_epochs=self.max_epochs,
-            batch_size=self.batch_size, early_stopping=self.early_stopping,
-            validation_fraction=self.validation_fraction, patience=self.patience,
-            device=self.device, random_state=seed, verbose=self.verbose,
-        ).fit(X, y)
+        # Every MLPRegressor setting this estimator shares; callbacks belong to adapting.
+        shared = set(MLPRegressor._get_param_names()) & set(self._get_param_names())
+        params = {name: getattr(self, name) for name in shared}
+        return MLPRegressor(**{**params, "random_state": seed, "callbacks": None}).fit(X, y)
 
     def _build_module(self, X, y, seed):
         self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base

@@ -94,7 +94,11 @@ def make_storage(storage, heartbeat_interval: int = 60, grace_period: int | None
                 raise
             time.sleep(0.5 * (attempt + 1))
         except Exception as exc:  # SQLAlchemy raises many kinds
-            raise ValueError(f"cannot open storage {storage!r}: {exc}") from exc
+            from sqlalchemy.engine import make_url
+
+            shown = make_url(storage).render_as_string(hide_password=True)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"cannot open storage {shown!r}: {reason}") from None
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution):
