@@ -100,6 +100,17 @@ def memory_mib(model, X, y, device):
     return sum(seen.values()) / 2**20
 
 
+def format_row(case, method, seconds, lora_seconds, memory, n_trainable, params_vs_lora):
+    """One line of the table; a cell whose value is None does not apply and shows "–"."""
+
+    def cell(value, spec, width):
+        return f"{'–' if value is None else format(value, spec):>{width}}"
+
+    return (f"{case:6} {method:10} {1e3 * seconds:9.3f} {seconds / lora_seconds:8.2f} "
+            f"{cell(memory, '.1f', 9)} {cell(n_trainable, 'd', 10)} "
+            f"{cell(params_vs_lora, '.2f', 8)}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -133,12 +144,15 @@ def main(argv=None):
         times = interleaved_times(
             {m: make_step(model, X, y, args.with_step) for m, model in models.items()},
             n_steps, args.repeats, args.device)
-        results = {m: (times[m], memory_mib(model, X, y, args.device),
-                       count_trainable_parameters(model)) for m, model in models.items()}
-        lora_t, _, lora_p = results["lora"]
-        for method, (t, mem, n) in results.items():
-            print(f"{case:6} {method:10} {1e3 * t:9.3f} {t / lora_t:8.2f} {mem:9.1f} "
-                  f"{n:10d} {n / lora_p if method != 'base' else float('nan'):8.2f}")
+        # The frozen base only times a forward and backward pass (it trains one bias):
+        # memory and trainable parameters do not apply to it.
+        print(format_row(case, "base", times["base"], times["lora"], None, None, None))
+        lora_params = count_trainable_parameters(models["lora"])
+        for method in ("lora", "queryable"):
+            n = count_trainable_parameters(models[method])
+            print(format_row(case, method, times[method], times["lora"],
+                             memory_mib(models[method], X, y, args.device), n,
+                             n / lora_params))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,17 @@ LABELS = {
 
 
 def _mean_std(values: pd.Series) -> str:
+    # One seed has no spread: "± 0.0000" would claim a measured one.
+    if len(values) == 1:
+        return f"{values.mean():.4f}"
     return f"{values.mean():.4f} ± {values.std(ddof=0):.4f}"
 
 
 def summary_table(df: pd.DataFrame, methods: list[str]) -> str:
-    """Markdown: mean ± std over seeds of RMSE/sd per task and size; best in bold."""
+    """Markdown: mean ± std over seeds of RMSE/sd per task and size; best in bold.
+
+    A cell with a single seed shows the value alone; a method not run shows "–".
+    """
     header = "| task | n | " + " | ".join(LABELS[m] for m in methods) + " |"
     lines = [header, "|" + "---|" * (len(methods) + 2)]
     for (task, n), group in df.groupby(["task", "n_train"], sort=False):

@@ -80,3 +80,25 @@ def test_cells_run_on_a_dask_cluster(first, tmp_path):
         assert len(cluster.workers) == 2
         on_dask = run(tmp_path / "dask", "--dask-scheduler", cluster.scheduler_address)
     pd.testing.assert_frame_equal(on_dask.drop(columns=TIMING), df.drop(columns=TIMING))
+
+
+def test_summary_shows_a_spread_only_over_several_seeds():
+    from benchmarks.report import summary_table
+
+    def table(seeds):
+        rows = [{"task": "t", "n_train": 16, "seed": s, "method": m, "rmse_sd": v + s / 10}
+                for s in seeds for m, v in (("lora", 0.5), ("ql", 0.3))]
+        return summary_table(pd.DataFrame(rows), ["lora", "ql", "gp"]).splitlines()[-1]
+
+    assert table([0]) == "| t | 16 | 0.5000 | **0.3000** | – |"
+    assert table([0, 1]) == "| t | 16 | 0.5500 ± 0.0500 | **0.3500 ± 0.0500** | – |"
+
+
+def test_speed_table_prints_a_dash_where_a_cell_does_not_apply():
+    from benchmarks.adapter_speed import format_row
+
+    base = format_row("small", "base", 0.001, 0.004, None, None, None)
+    lora = format_row("small", "lora", 0.004, 0.004, 0.9, 6216, 1.0)
+    assert base.split()[2:] == ["1.000", "0.25", "–", "–", "–"]
+    assert lora.split()[2:] == ["4.000", "1.00", "0.9", "6216", "1.00"]
+    assert len(base) == len(lora)  # the columns line up

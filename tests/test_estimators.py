@@ -231,7 +231,7 @@ def test_diverging_learning_rate_names_lr_and_leaves_estimator_unfitted(task):
             warnings.simplefilter("ignore")
             model.fit(task.X_train, task.y_train * 1e30)
     assert not hasattr(model, "net_") and not hasattr(model, "n_features_in_")
-    with pytest.raises(ValueError, match="lr must be"):
+    with pytest.raises(ValueError, match="'lr' parameter"):
         small(MLPRegressor, lr=-1).fit(task.X_train, task.y_train)
 
 
@@ -260,3 +260,84 @@ def test_verbose_shows_a_progress_bar_over_epochs(capsys):
     assert "MLP:" in err and "epoch" in err  # tqdm redraws are throttled: no exact counts
     small(MLPRegressor, max_epochs=3).fit(X, y)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"rank": -1}, "'rank' parameter"),
+    ({"rank": 2.5}, "'rank' parameter"),
+    ({"rank": "4"}, "'rank' parameter"),
+    ({"n_atoms": 3, "top_k": 4}, "top_k=4 exceeds n_atoms=3"),
+    ({"alpha": 0}, "'alpha' parameter"),
+    ({"alpha": -3}, "'alpha' parameter"),
+    ({"hidden_layer_sizes": (-4,)}, "hidden_layer_sizes must be"),
+    ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes must be"),
+    ({"hidden_layer_sizes": (8.5,)}, "hidden_layer_sizes must be"),
+    ({"max_epochs": 2.0}, "'max_epochs' parameter"),
+    ({"callbacks": ["x"]}, "callbacks of QueryableLoraRegressor must be skorch callbacks"),
+    ({"text_encoder": "bert"}, "'text_encoder' parameter"),
+])
+def test_parameters_are_checked_before_pretraining(params, message, task):
+    # With base=None a bad parameter used to surface only after pretraining; now fit
+    # refuses it at once, so no base is ever trained (the timing is the symptom).
+    model = QueryableLoraRegressor(**{"max_epochs": 10_000, "random_state": 0, **params})
+    with pytest.raises((ValueError, TypeError), match=message):
+        model.fit(task.X_train, task.y_train)
+    assert not hasattr(model, "base_") and not hasattr(model, "net_")
+
+
+def test_hidden_layer_sizes_accepts_an_int_as_scikit_learn_does():
+    X, y = np.random.default_rng(0).random((30, 2)), np.ones(30)
+    model = MLPRegressor(hidden_layer_sizes=8, max_epochs=1, random_state=0).fit(X, y)
+    assert model.module_.hidden_layer_sizes == (8,)
+
+
+def test_learning_rate_that_explodes_the_loss_is_named(task):
+    with pytest.raises(TrainingDivergedError, match=r"exploded .* lr=1000"):
+        small(MLPRegressor, lr=1e3).fit(task.X_train, task.y_train)
+
+
+def test_huge_inputs_and_targets_train_with_float64_scaling(task):
+    # float32 standard deviations of values ~1e20 overflow: every prediction was one
+    # constant. The scaling statistics are now computed in float64.
+    model = small(MLPRegressor, max_epochs=60).fit(task.X_train * 1e20, task.y_train * 1e30)
+    assert model.score(task.X_test * 1e20, task.y_test * 1e30) > 0.5
+
+
+def test_data_far_outside_the_bases_scale_blames_the_data_not_the_lr(base, task):
+    with pytest.raises(TrainingDivergedError, match="rescale X or y") as info:
+        small(LoraRegressor, base=base).fit(task.X_train, task.y_train * 1e30)
+    assert "learning rate" not in str(info.value)
+
+
+@pytest.mark.parametrize("wrap", [lambda b: b, FrozenEstimator, lambda b: b.net_.module_])
+def test_save_load_keeps_the_base_and_refits_from_it(wrap, base, task, tmp_path):
+    model = small(QueryableLoraRegressor, base=wrap(base), max_epochs=3)
+    model.fit(task.X_train, task.y_train)
+    qlsk.save(model, tmp_path / "m.qlsk")
+    loaded = qlsk.load(tmp_path / "m.qlsk")
+    assert type(loaded.base) is type(wrap(base)) and loaded.base_ is loaded.base
+    refit = clone(loaded).fit(task.X_train, task.y_train).predict(task.X_test)
+    np.testing.assert_allclose(refit, clone(model).fit(task.X_train, task.y_train).predict(
+        task.X_test), rtol=1e-5, atol=1e-5)
+
+
+def test_setting_base_parameters_never_mutates_the_users_base(base):
+    model = QueryableLoraRegressor(base=base)
+    assert not any(k.startswith("base__") for k in model.get_params(deep=True))
+    with pytest.raises(ValueError, match="base is shared"):
+        clone(model).set_params(base__max_epochs=77)
+    assert base.max_epochs == 60
+
+
+def test_feature_names_must_match_the_bases(task):
+    frame = pd.DataFrame(task.X_source[:200], columns=list("abcd"))
+    base = small(MLPRegressor, max_epochs=2).fit(frame, task.y_source[:200])
+    for columns, detail in (("wxyz", "unseen"), ("bacd", "another order")):
+        X = pd.DataFrame(task.X_train, columns=list(columns))
+        with pytest.raises(ValueError, match=detail):
+            small(LoraRegressor, base=base).fit(X, task.y_train)
+    with pytest.warns(UserWarning, match="no feature names"):
+        small(LoraRegressor, base=base, max_epochs=1).fit(task.X_train, task.y_train)
+    X = pd.DataFrame(task.X_train, columns=list("abcd"))
+    assert list(small(LoraRegressor, base=base, max_epochs=1).fit(
+        X, task.y_train).feature_names_in_) == list("abcd")

@@ -201,3 +201,77 @@ def test_borehole_range_task_maps_the_unit_cube_to_each_box():
     box = get_function("borehole", Kw_bounds=(1500, 15000)).bounds
     np.testing.assert_allclose(t.y_test, get_function("borehole", Kw_bounds=(1500, 15000))(
         box[:, 0] + u * (box[:, 1] - box[:, 0])))
+
+
+@pytest.mark.parametrize("n", [-1, 2.5, 3.0, "3", None, True])
+def test_sample_size_must_be_a_non_negative_integer(n):
+    with pytest.raises(ValueError, match=r"^n must be a non-negative integer, got"):
+        get_function("branin").sample(n)
+
+
+def test_row_counts_accept_numpy_integers_and_name_the_bad_one():
+    assert get_function("branin").sample(np.int64(3)).shape == (3, 2)
+    assert load_task("park91a-lf-to-hf", n_train=np.int32(4)).X_train.shape == (4, 4)
+    with pytest.raises(ValueError, match="n_source must be a non-negative integer, got 3.0"):
+        load_task("park91a-lf-to-hf", n_source=3.0)
+    with pytest.raises(ValueError, match="n_test must be a non-negative integer, got -1"):
+        load_task("park91a-lf-to-hf", n_test=-1)
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(KeyError, match="unknown function 'borehol' \\(did you mean 'borehole'"):
+        get_function("borehol")
+    with pytest.raises(KeyError, match="did you mean 'park91a-lf-to-hf'"):
+        load_task("park91a-lf-to-h")
+    with pytest.raises(KeyError) as info:
+        load_task("nope")
+    assert "did you mean" not in str(info.value) and "list_tasks()" in str(info.value)
+
+
+def test_task_functions_reproduce_its_data():
+    for name in list_tasks()["name"]:
+        t = load_task(name, n_source=40, n_train=5, n_test=40, random_state=0)
+        np.testing.assert_array_equal(t.source_function(t.X_source), t.y_source)
+        np.testing.assert_array_equal(t.target_function(t.X_test), t.y_test)
+        assert (t.source_function.name, t.target_function.name) == (t.source, t.target)
+    t = load_task("ishigami-b-halved", n_test=50, random_state=0)
+    assert t.target == "ishigami" and t.target_params == {"a": 7.0, "b": 0.05}
+    # The name and parameters rebuild the target from the registry.
+    np.testing.assert_allclose(get_function(t.target, **t.target_params)(t.X_test), t.y_test)
+    x1, x3 = t.X_test[:, 0], t.X_test[:, 2]
+    np.testing.assert_allclose(t.y_test - t.source_function(t.X_test),
+                               -0.05 * x3**4 * np.sin(x1))
+
+
+def test_variants_behind_the_high_dimensional_tasks():
+    X = get_function("welchetal92").sample(100, random_state=0)
+    np.testing.assert_allclose(get_function("welchetal92", fifth_term=1)(X),
+                               get_function("welchetal92")(X) + 5 * X[:, 18] - 5 * X[:, 0])
+    X = get_function("robot").sample(100, random_state=0)
+    without_last = X.copy()
+    without_last[:, 7] = 0.0
+    np.testing.assert_allclose(get_function("robot", segments=3)(X),
+                               get_function("robot")(without_last))
+    # Chen et al. (2024): LF1 paints W_p instead of S_w W_p, LF2 also raises S_w to 0.8,
+    # LF3 raises it to 0.9 and drops the paint.
+    X = get_function("wingweight").sample(100, random_state=0)
+    Sw, Wp = X[:, 0], X[:, 9]
+    structure = get_function("wingweight")(X) - Sw * Wp
+    for fidelity, expected in [(1, structure + Wp), (2, structure * Sw**0.042 + Wp),
+                               (3, structure * Sw**0.142)]:
+        np.testing.assert_allclose(get_function("wingweight", fidelity=fidelity)(X), expected)
+    with pytest.raises(ValueError, match="fidelity must be 0..3"):
+        get_function("wingweight", fidelity=4)
+
+
+@pytest.mark.parametrize("name, dim, corr", [
+    ("wingweight-lf-to-hf", 10, 0.997),
+    ("robot-3-to-4-segments", 8, 0.722),
+    ("welch-ben-ari-to-welch", 20, 0.752),
+    ("moon-hd-to-c3", 20, 0.794),
+])
+def test_high_dimensional_tasks_are_related_but_not_affine(name, dim, corr):
+    t = load_task(name, n_source=50_000, n_train=0, n_test=100_000, random_state=0)
+    assert t.X_source.shape == (50_000, dim) and np.isfinite(t.y_source).all()
+    assert np.corrcoef(t.source_function(t.X_test), t.y_test)[0, 1] == pytest.approx(
+        corr, abs=0.005)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,13 @@ class LoraLinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRA adapts nn.Linear layers, got {type(base).__name__}")
-        if int(rank) != rank or rank < 1:
+        if not isinstance(rank, numbers.Integral) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank!r}")
+        if not isinstance(alpha, numbers.Real) or not alpha > 0:
+            raise ValueError(f"alpha must be a number > 0 (0 leaves the adapter inert), "
+                             f"got {alpha!r}")
+        if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.base = base
         self.base.requires_grad_(False)
         self.rank = int(rank)

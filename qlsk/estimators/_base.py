@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import Callback, EarlyStopping
 from skorch.dataset import ValidSplit
 
-from ._net import EpochProgress, Net, ScaledMSELoss, StopOnNonFinite
+from ._net import EpochProgress, Net, ScaledMSELoss, StopOnDivergence
 
 # What fit learns; forgotten at the start of every fit and after a failed one.
 _FITTED = ("net_", "history_", "n_trainable_params_", "n_outputs_", "base_",
@@ -35,16 +38,35 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
     Subclasses implement ``_build_module(X, y, seed) -> (module, loss_scale)``.
     """
 
+    # Checked at the top of every fit, before any data is touched or a base pretrained.
+    _parameter_constraints: dict = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [list, tuple, None],
+    }
+
     def _check_params(self):
-        if self.early_stopping and not 0 < self.validation_fraction < 1:
-            raise ValueError("validation_fraction must be in (0, 1), got "
-                             f"{self.validation_fraction!r}")
-        if int(self.max_epochs) != self.max_epochs or self.max_epochs < 1:
-            raise ValueError(f"max_epochs must be a positive integer, got {self.max_epochs!r}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not (np.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        """Validate every hyperparameter; raise a ValueError or TypeError naming it."""
+        self._validate_params()
+        name = type(self).__name__
+        if not np.isfinite(self.lr):
+            raise ValueError(f"The 'lr' parameter of {name} must be finite, got {self.lr!r}")
+        for callback in self.callbacks or ():
+            named = isinstance(callback, tuple) and len(callback) == 2 and isinstance(
+                callback[0], str)
+            cb = callback[1] if named else callback
+            if not (isinstance(cb, Callback) or (isinstance(cb, type)
+                                                 and issubclass(cb, Callback))):
+                raise TypeError(f"callbacks of {name} must be skorch callbacks (instances, "
+                                f"classes or (name, callback) pairs), got {callback!r}")
 
     def _forget(self):
         for name in _FITTED:
@@ -61,7 +83,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         return X.astype(np.float32), y2
 
     def _make_net(self, module, loss_scale, n_samples: int, seed: int, device: str) -> Net:
-        callbacks = [("stop_on_non_finite", StopOnNonFinite())]
+        callbacks = [("stop_on_divergence", StopOnDivergence())]
         train_split = None
         if self.early_stopping:
             n_valid = int(np.ceil(self.validation_fraction * n_samples))
@@ -97,9 +119,10 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         ------
         ValueError
             For NaN or infinite values, strings, empty data, ``y`` of the wrong
-            length, bad hyperparameters, or when the loss diverges
-            (:class:`TrainingDivergedError` names the learning rate). The estimator is
-            then left unfitted.
+            length, a hyperparameter of the wrong type or range (checked before any
+            data is touched), or when the loss diverges
+            (:class:`TrainingDivergedError` names the cause). The estimator is then
+            left unfitted.
         """
         self._forget()
         try:

@@ -63,17 +63,34 @@ class MLP(nn.Module):
                 "activation": self.activation}
 
     def set_scaling(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Standardise with the mean and standard deviation of ``X`` and ``y``."""
-        for name, values in (("x_mean", X.mean(0)), ("x_scale", _safe_std(X)),
-                             ("y_mean", y.mean(0)), ("y_scale", _safe_std(y))):
-            getattr(self, name).copy_(torch.as_tensor(values, dtype=torch.float32))
+        """Standardise with the mean and standard deviation of ``X`` and ``y``.
+
+        The statistics are computed in float64: in float32 the squares of values
+        above about 1e19 overflow, and every prediction would become one constant.
+
+        Raises
+        ------
+        ValueError
+            If a mean or standard deviation does not fit in float32.
+        """
+        for label, data in (("X", X), ("y", y)):
+            data = np.asarray(data, dtype=np.float64)
+            mean, std = data.mean(0), _safe_std(data)
+            if not (np.isfinite(mean.astype(np.float32)).all()
+                    and np.isfinite(std.astype(np.float32)).all()):
+                raise ValueError(f"the mean or standard deviation of {label} does not fit in "
+                                 f"float32 (largest |value| {np.abs(data).max():.3g}); "
+                                 f"rescale {label} before fitting")
+            prefix = label.lower()
+            getattr(self, f"{prefix}_mean").copy_(torch.as_tensor(mean, dtype=torch.float32))
+            getattr(self, f"{prefix}_scale").copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.layers((X - self.x_mean) / self.x_scale) * self.y_scale + self.y_mean
 
 
 def _safe_std(a: np.ndarray) -> np.ndarray:
-    std = a.std(0)
+    std = np.asarray(a, dtype=np.float64).std(0)
     return np.where(std > 0, std, 1.0)
 
 
@@ -156,19 +173,58 @@ class Net(NeuralNetRegressor):
 
 
 class TrainingDivergedError(ValueError, FloatingPointError):
-    """The training loss became NaN or infinite (usually: the learning rate is too high)."""
+    """Training diverged, or could not start from a finite loss.
+
+    The message names the cause: a learning rate too high for a loss that became
+    non-finite or exploded far above its start, or data far outside the range of the
+    network's scaling when the starting loss itself is not finite.
+    """
 
 
-class StopOnNonFinite(Callback):
-    """Stop training with an error naming the learning rate when the loss diverges."""
+class StopOnDivergence(Callback):
+    """Stop training with an error that names the cause when the loss diverges.
+
+    Parameters
+    ----------
+    factor : float
+        An epoch loss above ``factor * max(start, 1)`` counts as diverged, where
+        ``start`` is the starting network's loss on the training rows (in units of
+        the target scale, so a loss of 1 is a constant predictor's).
+
+    Attributes
+    ----------
+    start_ : float
+        The starting loss, measured when training begins.
+    """
+
+    def __init__(self, factor: float = 1e3):
+        self.factor = factor
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.start_ = None
+        if X is None or y is None:
+            return
+        with torch.no_grad():
+            start = float(net.get_loss(net.forward(X), torch.as_tensor(y)))
+        if not np.isfinite(start):
+            raise TrainingDivergedError(
+                "the starting network's loss on the training rows is not finite: X or y "
+                "lies far outside the range the network's scaling was set on (the base's "
+                "training data for an adapter); rescale X or y")
+        self.start_ = start
 
     def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]
+        limit = self.factor * max(self.start_ or 0.0, 1.0)
         for key in ("train_loss", "valid_loss"):
-            if key in row and not np.isfinite(row[key]):
+            if key not in row:
+                continue
+            if not np.isfinite(row[key]) or row[key] > limit:
+                what = "became non-finite" if not np.isfinite(row[key]) else (
+                    f"exploded to {row[key]:.3g} from a start of {self.start_:.3g}")
                 raise TrainingDivergedError(
-                    f"training diverged: {key} became non-finite at epoch {row['epoch']} "
-                    f"with lr={net.lr:g}; use a smaller learning rate")
+                    f"training diverged: {key} {what} at epoch {row['epoch']} with "
+                    f"lr={net.lr:g}; use a smaller learning rate")
 
 
 class EpochProgress(Callback):

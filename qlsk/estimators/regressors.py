@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import clone
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..adapters import LoraLinear, inject, routing_weights
 from ._base import BaseNeuralRegressor
-from ._net import MLP, _safe_std
+from ._net import ACTIVATIONS, MLP, _safe_std
 
 _TRAINING_DOC = """
     lr : float, default=1e-3
@@ -70,8 +73,8 @@ class MLPRegressor(BaseNeuralRegressor):
 
     Parameters
     ----------
-    hidden_layer_sizes : tuple of int, default=(64, 64, 64)
-        Widths of the hidden layers.
+    hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
+        Widths of the hidden layers (an int: one hidden layer).
     activation : {{"silu", "relu", "tanh", "gelu"}}, default="silu"
         Non-linearity after every hidden layer.
     {_TRAINING_DOC}
@@ -106,20 +109,65 @@ class MLPRegressor(BaseNeuralRegressor):
         self.verbose = verbose
         self.callbacks = callbacks
 
+    _parameter_constraints = {
+        **BaseNeuralRegressor._parameter_constraints,
+        "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+    }
+
+    def _check_params(self):
+        super()._check_params()
+        _hidden_sizes(self.hidden_layer_sizes)
+
     def _build_module(self, X, y, seed):
-        module = MLP(X.shape[1], y.shape[1], self.hidden_layer_sizes, self.activation)
+        module = MLP(X.shape[1], y.shape[1], _hidden_sizes(self.hidden_layer_sizes),
+                     self.activation)
         module.set_scaling(X, y)
         return module, module.y_scale.clone()
 
 
-def _base_module(base) -> nn.Module:
-    """The torch module behind whatever the user passed as ``base``."""
+def _hidden_sizes(sizes) -> tuple[int, ...]:
+    """``hidden_layer_sizes`` as a tuple of positive ints (an int is one layer)."""
+    sizes = (sizes,) if isinstance(sizes, Integral) else tuple(sizes)
+    bad = [h for h in sizes if not isinstance(h, Integral) or isinstance(h, bool) or h < 1]
+    if not sizes or bad:
+        raise ValueError("hidden_layer_sizes must be a positive int or a non-empty tuple of "
+                         f"positive ints, got {sizes!r}")
+    return tuple(int(h) for h in sizes)
+
+
+def _unwrap(base):
+    """The estimator inside a FrozenEstimator; anything else unchanged."""
     from sklearn.frozen import FrozenEstimator
 
+    return base.estimator if isinstance(base, FrozenEstimator) else base
+
+
+def _check_feature_names(adapter, base) -> None:
+    """Refuse columns that differ from the base's, by name or order, as scikit-learn does."""
+    expected = getattr(_unwrap(base), "feature_names_in_", None)
+    got = getattr(adapter, "feature_names_in_", None)
+    if expected is None:
+        return
+    if got is None:
+        warnings.warn(f"X has no feature names, but the base was fitted with feature names "
+                      f"{list(expected)}", UserWarning, stacklevel=4)
+        return
+    if list(got) != list(expected):
+        unseen = [c for c in got if c not in set(expected)]
+        missing = [c for c in expected if c not in set(got)]
+        detail = (f"unseen {unseen}, missing {missing}" if unseen or missing
+                  else "the same names in another order")
+        raise ValueError(f"X's feature names {list(got)} differ from those the base was "
+                         f"fitted with {list(expected)} ({detail}); pass the columns by the "
+                         "base's names, in its order")
+
+
+def _base_module(base) -> nn.Module:
+    """The torch module behind whatever the user passed as ``base``."""
     from .persistence import load
 
-    if isinstance(base, FrozenEstimator):
-        base = base.estimator
+    base = _unwrap(base)
     if isinstance(base, str | os.PathLike):
         base = load(base)
     if isinstance(base, BaseNeuralRegressor):
@@ -155,11 +203,43 @@ class _AdaptingRegressor(BaseNeuralRegressor):
         self.verbose = verbose
         self.callbacks = callbacks
 
+    _parameter_constraints = {
+        **BaseNeuralRegressor._parameter_constraints,
+        "base": "no_validation",  # a fitted estimator, module, path or None: _base_module
+        "hidden_layer_sizes": MLPRegressor._parameter_constraints["hidden_layer_sizes"],
+    }
+
+    def _check_params(self):
+        super()._check_params()
+        _hidden_sizes(self.hidden_layer_sizes)
+        if self.base is not None:
+            _base_module(self.base)
+
     def __sklearn_clone__(self):
         # The base is shared, never cloned: a clone of a fitted base would be unfitted.
         params = self.get_params(deep=False)
         base = params.pop("base")
         return type(self)(base=base, **{k: clone(v, safe=False) for k, v in params.items()})
+
+    def get_params(self, deep=True):
+        """Get this estimator's parameters.
+
+        The fitted ``base`` is shared, not a sub-estimator: its own parameters are
+        not listed (``deep`` has no effect), since adapting never retrains it.
+        """
+        return super().get_params(deep=False)
+
+    def set_params(self, **params):
+        """Set this estimator's parameters; ``base__*`` parameters are refused.
+
+        Setting a parameter of the shared base would change the user's own fitted
+        object (and every clone's), without any effect on adaptation.
+        """
+        nested = sorted(k for k in params if k.startswith("base__"))
+        if nested:
+            raise ValueError(f"cannot set {nested}: the base is shared and never retrained "
+                             "by adaptation; fit another base and pass it as base=...")
+        return super().set_params(**params)
 
     def _pretrain(self, X, y, seed) -> MLPRegressor:
         # Every MLPRegressor setting this estimator shares; callbacks belong to adapting.
@@ -168,6 +248,8 @@ class _AdaptingRegressor(BaseNeuralRegressor):
         return MLPRegressor(**{**params, "random_state": seed, "callbacks": None}).fit(X, y)
 
     def _build_module(self, X, y, seed):
+        if self.base is not None:
+            _check_feature_names(self, self.base)
         self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
         module = copy.deepcopy(_base_module(self.base_)).cpu().float()
         _check_fits(module, X.shape[1], y.shape[1])
@@ -203,8 +285,10 @@ _ADAPT_DOC = """
         it is given, then adapts that, so ``fit(X, y)`` works alone. A plain torch
         module must map raw inputs to outputs of shape (n_samples, n_outputs); its
         loss is scaled by the standard deviation of the training targets.
-    hidden_layer_sizes : tuple of int, default=(64, 64, 64)
-        The MLP pretrained when ``base`` is None.
+    hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
+        The MLP pretrained when ``base`` is None. That pretraining also uses this
+        estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
+        early-stopping settings.
 """
 
 
@@ -243,7 +327,8 @@ class LoraRegressor(_AdaptingRegressor):
     rank : int, default=8
         Rank of every update.
     alpha : float, default=16.0
-        The update is scaled by ``alpha / rank``.
+        The update is scaled by ``alpha / rank``; must be > 0 (0 would leave the
+        adapter inert).
     target_modules : None, str, list of str or callable, default=None
         Layers to adapt (see :func:`qlsk.adapters.inject`); ``None`` adapts every
         ``nn.Linear``.
@@ -277,6 +362,13 @@ class LoraRegressor(_AdaptingRegressor):
         self.alpha = alpha
         self.target_modules = target_modules
 
+    _parameter_constraints = {
+        **_AdaptingRegressor._parameter_constraints,
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "target_modules": [None, str, list, tuple, callable],
+    }
+
     def _adapter_config(self) -> dict:
         return {"rank": self.rank, "alpha": self.alpha}
 
@@ -302,7 +394,8 @@ class QueryableLoraRegressor(LoraRegressor):
     rank : int, default=8
         Rank of every update; atoms are ``rank x rank``.
     alpha : float, default=16.0
-        The update is scaled by ``alpha / rank``.
+        The update is scaled by ``alpha / rank``; must be > 0 (0 would leave the
+        adapter inert).
     n_atoms : int, default=16
         Atoms in the shared memory.
     top_k : int, default=2
@@ -358,6 +451,23 @@ class QueryableLoraRegressor(LoraRegressor):
         self.text_encoder = text_encoder
 
     _method = "queryable"
+
+    _parameter_constraints = {
+        **LoraRegressor._parameter_constraints,
+        "n_atoms": [Interval(Integral, 1, None, closed="left")],
+        "top_k": [Interval(Integral, 1, None, closed="left")],
+        "block_size": [Interval(Integral, 1, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "prior_strength": [Interval(Real, 0, None, closed="left")],
+        "task_description": [None, str, "array-like"],
+        "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
+    }
+
+    def _check_params(self):
+        super()._check_params()
+        if self.top_k > self.n_atoms:
+            raise ValueError(f"top_k={self.top_k} exceeds n_atoms={self.n_atoms}: routing "
+                             "combines at most n_atoms atoms")
 
     def _adapter_config(self) -> dict:
         return {**super()._adapter_config(), "n_atoms": self.n_atoms, "top_k": self.top_k,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import numbers
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,10 +115,31 @@ class TestFunction:
         Returns
         -------
         ndarray of shape (n, dim)
+
+        Raises
+        ------
+        ValueError
+            If ``n`` is not a non-negative integer.
         """
+        n = check_count(n, "n")
         rng = np.random.default_rng(random_state)
         lo, hi = self.bounds[:, 0], self.bounds[:, 1]
         return lo + rng.random((n, self.dim)) * (hi - lo)
+
+
+def check_count(n, label: str) -> int:
+    """Return the row count ``n`` as an int, or raise ``ValueError`` naming ``label``."""
+    # bool is an Integral, but sample(True) is a mistake, not a request for one row.
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"{label} must be a non-negative integer, got {n!r}")
+    return int(n)
+
+
+def unknown_name(kind: str, name, known: Iterable[str], listing: str) -> KeyError:
+    """The ``KeyError`` for an unknown ``name``, suggesting the closest ``known`` names."""
+    close = difflib.get_close_matches(str(name), list(known))
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return KeyError(f"unknown {kind} {name!r}{hint}; see qlsk.simlib.{listing}()")
 
 
 def register(name: str, *, tags: tuple[str, ...], dim: int):
@@ -162,14 +185,12 @@ def get_function(name: str, **params) -> TestFunction:
     Raises
     ------
     KeyError
-        If ``name`` is not registered.
+        If ``name`` is not registered; the message suggests the closest names.
     """
     try:
         entry = _REGISTRY[name]
     except KeyError:
-        raise KeyError(
-            f"unknown function {name!r}; see qlsk.simlib.list_functions()"
-        ) from None
+        raise unknown_name("function", name, _REGISTRY, "list_functions") from None
     return entry.factory(**params)
 
 

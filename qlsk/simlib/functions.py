@@ -88,41 +88,63 @@ def piston():
     )
 
 
-def _robot(X):
-    theta, L = X[:, :4], X[:, 4:]
-    angles = np.cumsum(theta, axis=1)
-    u = (L * np.cos(angles)).sum(axis=1)
-    v = (L * np.sin(angles)).sum(axis=1)
-    return np.sqrt(u**2 + v**2)
-
-
 @register("robot", tags=("physical", "emulation"), dim=8)
-def robot():
+def robot(segments=4):
+    if segments not in (1, 2, 3, 4):
+        raise ValueError(f"robot: segments must be 1..4, got {segments!r}")
+
+    def formula(X):
+        # A coarser model keeps the first segments; the others' angles and lengths
+        # stay inputs but are inert.
+        theta, L = X[:, :segments], X[:, 4:4 + segments]
+        angles = np.cumsum(theta, axis=1)
+        u = (L * np.cos(angles)).sum(axis=1)
+        v = (L * np.sin(angles)).sum(axis=1)
+        return np.sqrt(u**2 + v**2)
+
     return make(
         "robot", [[0, 2 * PI]] * 4 + [[0, 1]] * 4,
         "Distance of a four-segment robot arm's end from its shoulder; oscillatory "
         "in the joint angles, with strong interactions.",
-        _robot, ("theta1", "theta2", "theta3", "theta4", "L1", "L2", "L3", "L4"),
+        formula, ("theta1", "theta2", "theta3", "theta4", "L1", "L2", "L3", "L4"),
+        segments=segments,
     )
 
 
-def _wing(X):
-    Sw, Wfw, A, Lam, q, lam, tc, Nz, Wdg, Wp = X.T
-    Lam = np.deg2rad(Lam)
-    return (
-        0.036 * Sw**0.758 * Wfw**0.0035 * (A / np.cos(Lam) ** 2) ** 0.6 * q**0.006
-        * lam**0.04 * (100 * tc / np.cos(Lam)) ** -0.3 * (Nz * Wdg) ** 0.49 + Sw * Wp
-    )
+# Chen et al. (2024)'s low fidelities of the wing weight, as in botorch's
+# WingWeightMultiFidelity: (exponent of S_w, paint weight as a function of S_w and W_p).
+# Fidelity 0 is the library's function.
+_WING_FIDELITIES = {
+    0: (0.758, lambda Sw, Wp: Sw * Wp),
+    1: (0.758, lambda Sw, Wp: Wp),
+    2: (0.8, lambda Sw, Wp: Wp),
+    3: (0.9, lambda Sw, Wp: 0.0),
+}
 
 
 @register("wingweight", tags=("physical", "emulation"), dim=10)
-def wingweight():
+def wingweight(fidelity=0):
+    try:
+        exponent, paint = _WING_FIDELITIES[fidelity]
+    except KeyError:
+        raise ValueError(f"wingweight: fidelity must be 0..3, got {fidelity!r}") from None
+
+    def formula(X):
+        Sw, Wfw, A, Lam, q, lam, tc, Nz, Wdg, Wp = X.T
+        Lam = np.deg2rad(Lam)
+        structure = (
+            0.036 * Sw**exponent * Wfw**0.0035 * (A / np.cos(Lam) ** 2) ** 0.6 * q**0.006
+            * lam**0.04 * (100 * tc / np.cos(Lam)) ** -0.3 * (Nz * Wdg) ** 0.49
+        )
+        return structure + paint(Sw, Wp)
+
     return make(
         "wingweight",
         [[150, 200], [220, 300], [6, 10], [-10, 10], [16, 45], [0.5, 1], [0.08, 0.18],
          [2.5, 6], [1700, 2500], [0.025, 0.08]],
         "Weight of a light aircraft wing (lb); smooth, nearly additive power law.",
-        _wing, ("Sw", "Wfw", "A", "Lambda", "q", "lambda", "tc", "Nz", "Wdg", "Wp"),
+        formula, ("Sw", "Wfw", "A", "Lambda", "q", "lambda", "tc", "Nz", "Wdg", "Wp"),
+        fidelity=fidelity,
     )
 
 
@@ -445,12 +467,16 @@ def gfunc(a=None, dim=None):
 
 
 @register("welchetal92", tags=("screening", "sensitivity"), dim=20)
-def welchetal92():
+def welchetal92(fifth_term=19):
+    if fifth_term not in range(1, 21):
+        raise ValueError(f"welchetal92: fifth_term must be an input 1..20, got "
+                         f"{fifth_term!r}")
+
     def formula(X):
         x = {i + 1: X[:, i] for i in range(20)}
         return (
             5 * x[12] / (1 + x[1]) + 5 * (x[4] - x[20]) ** 2 + x[5] + 40 * x[19] ** 3
-            - 5 * x[19] + 0.05 * x[2] + 0.08 * x[3] - 0.03 * x[6] + 0.03 * x[7]
+            - 5 * x[fifth_term] + 0.05 * x[2] + 0.08 * x[3] - 0.03 * x[6] + 0.03 * x[7]
             - 0.09 * x[9] - 0.01 * x[10] - 0.07 * x[11] + 0.25 * x[13] ** 2
             - 0.04 * x[14] + 0.06 * x[15] - 0.01 * x[17] - 0.03 * x[18]
         )
@@ -459,7 +485,7 @@ def welchetal92():
         "welchetal92", [[-0.5, 0.5]] * 20,
         "Welch et al. (1992) screening function; a few strong, partly interacting "
         "inputs among 20, some inert.",
-        formula,
+        formula, fifth_term=fifth_term,
     )
 
 

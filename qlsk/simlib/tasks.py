@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._registry import TestFunction, get_function, make
+from ._registry import TestFunction, check_count, get_function, make, unknown_name
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,43 @@ TASKS: dict[str, _Task] = {
         "Morris screening function with five active interacting inputs of thirty.",
         "Morris screening function with two active interacting inputs of thirty.",
     ),
+    "wingweight-lf-to-hf": _Task(
+        _f("wingweight", fidelity=3), _f("wingweight"),
+        "A published ten-input multi-fidelity pair (Chen et al. 2024): the low fidelity "
+        "over-weights the wing area and drops the paint weight, so the map is nearly, "
+        "but not exactly, affine.",
+        "Weight of a light aircraft wing from ten design inputs: a power law in wing "
+        "area, aspect ratio, load factor and gross weight, plus the paint weight.",
+        "Weight of a light aircraft wing, coarse model: the structural power law grows "
+        "faster with wing area and the paint weight is left out.",
+    ),
+    "robot-3-to-4-segments": _Task(
+        _f("robot", segments=3), _f("robot"),
+        "Eight inputs, oscillatory and interacting: a coarse kinematic model that "
+        "ignores the arm's last segment, whose angle and length only the target uses.",
+        "Distance of a four-segment robot arm's end from its shoulder, depending on "
+        "every joint angle and segment length.",
+        "Distance of a robot arm's end from its shoulder when only its first three "
+        "segments count.",
+    ),
+    "welch-ben-ari-to-welch": _Task(
+        _f("welchetal92", fifth_term=1), _f("welchetal92"),
+        "Twenty inputs, few of them active: the source is Ben-Ari & Steinberg (2008)'s "
+        "version, whose linear -5 x term reads x1 instead of x19, so the target moves "
+        "weight from x1 to x19 and its cubic in x19 turns non-monotonic.",
+        "Welch screening function of twenty inputs: a steep cubic in x19 minus a linear "
+        "term in x19, a ratio of x12 to x1, a squared difference, and weak linear terms.",
+        "Welch screening function of twenty inputs with its linear term moved from x19 "
+        "to x1, so that x19 enters as a monotonic cubic.",
+    ),
+    "moon-hd-to-c3": _Task(
+        _f("moon10hd"), _f("moon10hdc3"),
+        "High-dimensional, same structure, harder than moon-hd-to-c2: the four large "
+        "interaction terms are tripled.",
+        "Moon high-dimensional quadratic function with its four large interactions "
+        "tripled.",
+        "Moon high-dimensional quadratic function of twenty inputs.",
+    ),
     "park91b-lf-to-hf": _Task(
         _f("park91blc"), _f("park91b"),
         "Control: the target is an exact affine map of the source.",
@@ -166,7 +203,7 @@ def _functions(name):
     try:
         task = TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; see qlsk.simlib.list_tasks()") from None
+        raise unknown_name("task", name, TASKS, "list_tasks") from None
     source, target = get_function(task.source[0], **task.source[1]), get_function(
         task.target[0], **task.target[1])
     if task.unit_cube:
@@ -206,13 +243,31 @@ def load_task(name, n_source=2000, n_train=100, n_test=2000, noise=0.1,
     sklearn.utils.Bunch
         ``X_source, y_source``, ``X_train, y_train`` (noisy), ``X_test, y_test``
         (noiseless), ``noise_std``, ``target_std``, ``source`` and ``target``
-        (function names), ``description`` and ``source_description`` (plain-English
-        text for the task prior), ``bounds`` (the shared box every input is drawn
-        from) and ``name``.
+        (function names), ``source_params`` and ``target_params`` (the parameters
+        they are built with), ``source_function`` and ``target_function`` (the
+        :class:`TestFunction` objects that generated ``y_source`` and ``y_test``, so
+        ``target_function(X)`` gives clean targets at any ``X`` in ``bounds``),
+        ``description`` and ``source_description`` (plain-English text for the task
+        prior), ``bounds`` (the shared box every input is drawn from) and ``name``.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not a task; the message suggests the closest names.
+    ValueError
+        If a row count is not a non-negative integer or ``noise`` is negative.
+
+    Examples
+    --------
+    >>> from qlsk.simlib import load_task
+    >>> task = load_task("ishigami-b-halved", n_train=20, random_state=0)
+    >>> task.target, task.target_params
+    ('ishigami', {'a': 7.0, 'b': 0.05})
+    >>> bool((task.target_function(task.X_test) == task.y_test).all())
+    True
     """
-    for label, n in (("n_source", n_source), ("n_train", n_train), ("n_test", n_test)):
-        if int(n) != n or n < 0:
-            raise ValueError(f"{label} must be a non-negative integer, got {n!r}")
+    n_source, n_train, n_test = (check_count(n, label) for n, label in (
+        (n_source, "n_source"), (n_train, "n_train"), (n_test, "n_test")))
     if not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     source, target, box, sd = _functions(name)
@@ -225,6 +280,8 @@ def load_task(name, n_source=2000, n_train=100, n_test=2000, noise=0.1,
         name=name, X_source=X_source, y_source=source(X_source),
         X_train=X_train, y_train=y_train, X_test=X_test, y_test=target(X_test),
         noise_std=noise_std, target_std=sd, source=source.name, target=target.name,
+        source_params=dict(source.params), target_params=dict(target.params),
+        source_function=source, target_function=target,
         description=task.description, source_description=task.source_description,
         bounds=box.copy(),
     )
