@@ -341,3 +341,10 @@ def test_feature_names_must_match_the_bases(task):
     X = pd.DataFrame(task.X_train, columns=list("abcd"))
     assert list(small(LoraRegressor, base=base, max_epochs=1).fit(
         X, task.y_train).feature_names_in_) == list("abcd")
+
+
+def test_history_holds_plain_python_numbers():
+    X, y = np.random.default_rng(0).random((30, 2)), np.ones(30)
+    row = small(MLPRegressor, max_epochs=1).fit(X, y).history_[0]
+    assert {type(v) for v in row.values()} <= {int, float}
+    assert "np.float64" not in repr(row)

@@ -9,14 +9,15 @@ import time
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
-from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from optuna_integration import OptunaSearchCV
 
 from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
-from qlsk.tuning import default_search_space, make_storage, tune
+from qlsk.tuning import check_study, default_search_space, make_storage, tune
 
 # Small enough that a worker process starts, pretrains and runs a trial in seconds.
 WORKER = ["--task", "park91a-lf-to-hf", "--n-source", "200", "--base-epochs", "5",
@@ -85,14 +86,32 @@ def test_default_spaces_and_a_users_own_space(data):
     assert set(study.best_params) == {"rank"} and study.best_value < 0
 
 
-def test_bad_input(data, tmp_path):
+def params_of(study):
+    return [tuple(sorted(t.params.items())) for t in study.trials]
+
+
+def test_bad_input_is_refused_before_any_study_exists(data, tmp_path):
     task, base = data
     est = LoraRegressor(base=base, max_epochs=2)
-    with pytest.raises(ValueError, match="search space is empty"):
-        tune(est, task.X_train, task.y_train, n_trials=1, search_space={})
-    with pytest.raises(ValueError, match="unknown parameters"):
-        tune(est, task.X_train, task.y_train, n_trials=1,
-             search_space={"n_atoms": IntDistribution(1, 3)})
+    storage = optuna.storages.InMemoryStorage()
+    X, y = task.X_train, task.y_train
+    for kwargs, message in [
+        ({"search_space": {}}, "search space is empty"),
+        ({"search_space": {"n_atoms": IntDistribution(1, 3)}}, "unknown parameters"),
+        ({"n_trials": 0}, "n_trials must be a positive integer"),
+        ({"cv": 1}, "cv must be at least 2 folds"),
+        ({"pruner": "mediam"}, "pruner must be"),
+        ({"storage": "foo://bar"}, "unsupported storage URL scheme 'foo'"),
+        ({"storage": tmp_path / "missing" / "journal.log"}, "does not exist"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tune(est, X, y, **{"n_trials": 1, "storage": storage, "study_name": "s",
+                               **kwargs})
+    assert optuna.get_all_study_names(storage) == []
+    assert not (tmp_path / "missing").exists()
+    queryable = QueryableLoraRegressor(base=base, n_atoms=2)
+    with pytest.raises(ValueError, match="top_k up to 4 but n_atoms down to 2"):
+        tune(queryable, X, y, n_trials=1, search_space={"top_k": IntDistribution(1, 4)})
     with pytest.raises(ValueError, match="unsupported storage URL scheme 'redis'"):
         make_storage("redis://localhost/0")
     with pytest.raises(ValueError, match="cannot open storage") as error:
@@ -100,9 +119,68 @@ def test_bad_input(data, tmp_path):
     assert "s3cret" not in str(error.value) and "***" in str(error.value)
     with pytest.raises(ValueError, match="does not exist"):
         make_storage(str(tmp_path / "missing" / "journal.log"))
-    proc = worker("--method", "dora", "--n-trials", "1")
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "unknown method 'dora'" in out
+
+
+def test_dataframe_column_names_reach_the_best_estimator(data):
+    task, base = data
+    columns = [f"x{i}" for i in range(task.X_train.shape[1])]
+    X = pd.DataFrame(task.X_train, columns=columns)
+    est = LoraRegressor(base=base, max_epochs=2, random_state=0)
+    _, best = tune(est, X, pd.Series(task.y_train), n_trials=1, cv=2, random_state=0,
+                   search_space={"rank": IntDistribution(1, 2)})
+    assert list(best.feature_names_in_) == columns
+    assert best.predict(X.iloc[:3]).shape == (3,)
+
+
+def test_every_trial_fits_the_parameters_it_records(data):
+    task, base = data
+    est = QueryableLoraRegressor(base=base, max_epochs=1, random_state=0)
+    study, best = tune(est, task.X_train, task.y_train, n_trials=6, cv=2,
+                       random_state=2)
+    for trial in study.trials:
+        assert trial.params["top_k"] <= trial.params["n_atoms"]
+        QueryableLoraRegressor(base=base, max_epochs=1, **trial.params).fit(
+            task.X_train, task.y_train)
+    assert {k: getattr(best, k) for k in study.best_params} == study.best_params
+
+
+def test_a_study_refuses_trials_of_another_estimator(data, tmp_path):
+    task, base = data
+    journal = tmp_path / "study.log"
+    tune(LoraRegressor(base=base, max_epochs=1), task.X_train, task.y_train, n_trials=1,
+         cv=2, storage=journal, study_name="lora", search_space={"rank": IntDistribution(1, 2)})
+    queryable = QueryableLoraRegressor(base=base, max_epochs=1)
+    with pytest.raises(ValueError, match="'lora' was made with LoraRegressor"):
+        check_study(queryable, journal, "lora")
+    with pytest.raises(ValueError, match="cannot take trials of QueryableLoraRegressor"):
+        tune(queryable, task.X_train, task.y_train, n_trials=1, cv=2, storage=journal,
+             study_name="lora")
+    study = optuna.load_study(study_name="lora", storage=make_storage(journal))
+    assert len(study.trials) == 1 and study.user_attrs["estimator"] == "LoraRegressor"
+
+
+def test_random_state_shuffles_the_folds(data):
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=2, random_state=0)
+    one_point = {"lr": CategoricalDistribution([1e-3])}
+
+    def fold_scores(seed):
+        study, _ = tune(est, task.X_train, task.y_train, n_trials=1, cv=2,
+                        search_space=one_point, random_state=seed)
+        return study.trials[0].user_attrs["fold_scores"]
+
+    assert fold_scores(0) != fold_scores(1)  # the trials differ only in their folds
+
+
+def test_workers_sharing_a_seed_propose_different_trials(data):
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=1, random_state=0)
+    storage = optuna.storages.InMemoryStorage()
+    for _ in range(4):  # two workers with the same seed, taking turns
+        tune(est, task.X_train, task.y_train, n_trials=1, cv=2, storage=storage,
+             study_name="shared", random_state=0)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert len(set(params_of(study))) == 4
 
 
 def test_pruning_on_validation_loss(data):
@@ -126,6 +204,7 @@ def test_two_processes_share_one_journal_file(tmp_path):
                 "--study", "shared")
     study = optuna.load_study(study_name="shared", storage=make_storage(journal))
     assert states(study) == [TrialState.COMPLETE] * 4
+    assert len(set(params_of(study))) == 4  # the same --seed, yet different trials
     report = tmp_path / "report"
     out = subprocess.run([sys.executable, "-m", "qlsk.cli", "tune", "--report", "--storage",
                           journal, "--study", "shared", "--output", str(report)],

@@ -141,8 +141,9 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         self.net_ = net
         self.n_outputs_ = y.shape[1]
         self.n_trainable_params_ = sum(p.numel() for _, p in net.get_all_learnable_params())
-        self.history_ = [
-            {k: row[k] for k in ("epoch", "train_loss", "valid_loss", "dur") if k in row}
+        self.history_ = [  # plain Python numbers: they print and serialise cleanly
+            {k: (int if k == "epoch" else float)(row[k])
+             for k in ("epoch", "train_loss", "valid_loss", "dur") if k in row}
             for row in net.history
         ]
         return self

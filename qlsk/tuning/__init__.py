@@ -1,5 +1,5 @@
 """Optuna searches over rank, atom count, top-k, prior strength and learning rate."""
 
-from .search import default_search_space, make_storage, tune
+from .search import check_study, default_search_space, make_storage, tune
 
-__all__ = ["default_search_space", "make_storage", "tune"]
+__all__ = ["check_study", "default_search_space", "make_storage", "tune"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 import warnings
@@ -18,6 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import KFold, check_cv
+from sklearn.utils import _safe_indexing
 
 from ..estimators import (
     FineTuneRegressor,
@@ -27,6 +29,10 @@ from ..estimators import (
 )
 
 LR = FloatDistribution(1e-4, 1e-2, log=True)
+TOP_K = IntDistribution(1, 4)
+
+# The user attribute of a study that names the estimator class its trials fit.
+_ESTIMATOR_ATTR = "estimator"
 
 
 def default_search_space(estimator) -> dict[str, BaseDistribution]:
@@ -35,11 +41,17 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
     ``QueryableLoraRegressor``: ``rank``, ``n_atoms``, ``top_k``, ``lr`` and, when a
     ``task_description`` is set, ``prior_strength``. ``LoraRegressor``: ``rank`` and
     ``lr``. ``FineTuneRegressor`` and ``MLPRegressor``: ``lr`` and ``weight_decay``.
+
+    ``top_k`` (1 to 4) and ``n_atoms`` (4 to 32) are drawn independently, and
+    ``n_atoms`` starts at the largest ``top_k``, so every combination is valid and
+    every trial fits exactly the parameters it records. Drawing ``top_k`` from
+    ``1..n_atoms`` instead would give one parameter name a different range from trial
+    to trial, which Optuna's samplers do not model.
     """
     if isinstance(estimator, QueryableLoraRegressor):
         space = {"rank": IntDistribution(2, 16, log=True),
-                 "n_atoms": IntDistribution(2, 32, log=True),
-                 "top_k": IntDistribution(1, 4), "lr": LR}
+                 "n_atoms": IntDistribution(TOP_K.high, 32, log=True),
+                 "top_k": TOP_K, "lr": LR}
         if estimator.task_description is not None:
             space["prior_strength"] = FloatDistribution(0.0, 4.0)
         return space
@@ -58,6 +70,12 @@ def make_storage(storage, heartbeat_interval: int = 60, grace_period: int | None
     processes on one machine. ``postgresql://...`` (or another SQLAlchemy URL): Optuna's
     RDB storage for workers on many machines, with heartbeats so that the trial of a
     killed worker is marked failed and retried.
+
+    Raises
+    ------
+    ValueError
+        For a journal file in a folder that does not exist, an unsupported URL scheme,
+        or a database that cannot be opened (the message hides the password).
     """
     if storage is None or isinstance(storage, optuna.storages.BaseStorage):
         return storage
@@ -67,7 +85,10 @@ def make_storage(storage, heartbeat_interval: int = 60, grace_period: int | None
 
         directory = os.path.dirname(os.path.abspath(storage))
         if not os.path.isdir(directory):
-            raise ValueError(f"storage directory {directory} does not exist")
+            raise ValueError(f"storage directory {directory} does not exist; create it, "
+                             "or give a journal file path in an existing folder")
+        if os.path.isdir(storage):
+            raise ValueError(f"storage {storage} is a folder; give a journal file path")
         return optuna.storages.JournalStorage(JournalFileBackend(storage))
     scheme = storage.split("://", 1)[0]
     if not scheme.startswith(("postgresql", "mysql", "sqlite")):
@@ -111,39 +132,134 @@ def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution):
     raise TypeError(f"unsupported distribution for {name!r}: {dist!r}")
 
 
-def _consistent(estimator, params: dict) -> dict:
-    """Clip ``top_k`` to ``n_atoms``: the two are searched independently."""
-    params = dict(params)
-    if "top_k" in params:
-        params["top_k"] = min(params["top_k"], params.get("n_atoms", estimator.n_atoms))
-    return params
+def _span(value):
+    """The smallest and largest value a distribution (or a fixed value) can take."""
+    if isinstance(value, IntDistribution | FloatDistribution):
+        return value.low, value.high
+    if isinstance(value, CategoricalDistribution):
+        return min(value.choices), max(value.choices)
+    return value, value
+
+
+def _check_space(estimator, space: dict) -> None:
+    """Refuse a space in which some trial would have ``top_k > n_atoms``."""
+    if "top_k" not in estimator.get_params():
+        return
+    top_k = _span(space.get("top_k", estimator.top_k))[1]
+    n_atoms = _span(space.get("n_atoms", estimator.n_atoms))[0]
+    if top_k > n_atoms:
+        raise ValueError(f"the search space allows top_k up to {top_k} but n_atoms down to "
+                         f"{n_atoms}; every top_k must be <= every n_atoms (start n_atoms "
+                         f"at {top_k})")
+
+
+def check_study(estimator, storage, study_name) -> None:
+    """Refuse to add trials of one estimator class to a study made with another.
+
+    :func:`tune` records the estimator's class name in the study's user attributes
+    (``study.user_attrs["estimator"]``) and calls this before any trial; call it
+    yourself to fail before expensive preparation, such as pretraining a base.
+
+    Parameters
+    ----------
+    estimator : qlsk estimator
+        The estimator whose trials would join the study; it need not be fitted and
+        its ``base`` may be unset.
+    storage : None, str or os.PathLike, or optuna storage
+        As for :func:`tune`.
+    study_name : str or None
+        The study. A study that does not exist yet, or any study in memory, passes.
+
+    Raises
+    ------
+    ValueError
+        When the study was made with another estimator class.
+    """
+    storage = make_storage(storage)
+    if storage is None or study_name is None:
+        return
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return
+    made_with = storage.get_study_user_attrs(study_id).get(_ESTIMATOR_ATTR)
+    name = type(estimator).__name__
+    if made_with is not None and made_with != name:
+        raise ValueError(f"study {study_name!r} was made with {made_with}; it cannot take "
+                         f"trials of {name}: tune a {made_with}, or use another study name")
+
+
+class _TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler, seeded afresh for every trial from the seed and its number.
+
+    One ``TPESampler(seed=seed)`` per worker would make workers that share a study and
+    a seed propose the same trials. Trial numbers are unique within a study, so here
+    each trial draws its own random numbers: a single worker repeats its search
+    exactly, and workers sharing a seed still explore different points.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._samplers = {}
+
+    def _for(self, trial):
+        if trial.number not in self._samplers:
+            seed = np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0]
+            self._samplers[trial.number] = optuna.samplers.TPESampler(seed=int(seed))
+        return self._samplers[trial.number]
+
+    def before_trial(self, study, trial):
+        self._for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name,
+                                                   param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._for(trial).after_trial(study, trial, state, values)
+        del self._samplers[trial.number]
 
 
 def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
          storage=None, study_name=None, pruner=None, timeout=None, n_jobs=1,
-         random_state=None, heartbeat_interval=60, grace_period=None):
+         random_state=None, heartbeat_interval=60, grace_period=None, callbacks=None):
     """Search hyperparameters with Optuna and refit the best estimator on all data.
+
+    Every argument is checked before the first trial, and the storage is opened before
+    it, so a mistake costs no training.
 
     Parameters
     ----------
     estimator : qlsk estimator
         The starting point; every trial is a clone with the trial's parameters.
     X, y : array-like
-        Training data.
+        Training data, passed unchanged (a DataFrame keeps its column names, so the
+        best estimator has ``feature_names_in_``).
     n_trials : int
-        Trials this call runs (processes sharing a study add theirs up).
+        Trials this call runs (processes sharing a study add theirs up); at least 1.
     search_space : dict of str to optuna distribution, or None
         ``None``: :func:`default_search_space`. A dict replaces it; to extend the
-        default, pass ``{**default_search_space(estimator), "alpha": ...}``.
+        default, pass ``{**default_search_space(estimator), "alpha": ...}``. A space
+        that allows ``top_k > n_atoms`` is refused.
     cv : int, cross-validation generator or None
-        Folds for every trial (default: 3 shuffled folds).
+        Folds for every trial. An int is that many shuffled folds (``KFold``) seeded by
+        ``random_state``, at least 2; ``None``: 3.
     scoring : str, callable or None
         A scikit-learn scorer (greater is better); ``None``: the estimator's R^2.
     storage : None, str or os.PathLike, or optuna storage
         ``None`` in memory; a file path (journal storage, several processes on one
-        machine); a ``postgresql://`` URL (many machines; heartbeats and retries).
+        machine; its folder must exist); a ``postgresql://`` URL (many machines;
+        heartbeats and retries).
     study_name : str or None
-        Processes with the same storage and name join one study.
+        Processes with the same storage and name join one study. The study records
+        the estimator's class name, and joining it with another class raises a
+        ``ValueError`` (see :func:`check_study`).
     pruner : optuna pruner, "median" or None
         Prunes hopeless trials on the per-epoch validation loss of the first fold
         (``SkorchPruningCallback``). With a pruner every fold trains with early
@@ -153,10 +269,16 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
     n_jobs : int
         Trials run in parallel threads of this process.
     random_state : int or None
-        Seeds the sampler and the folds; with one worker the search is reproducible.
+        Seeds the sampler and the folds of an int ``cv``: with one worker and
+        ``n_jobs=1`` the same call gives the same trials and values. The sampler
+        draws each trial's random numbers from this seed and the trial's number, so
+        workers sharing a study and a seed still propose different trials.
     heartbeat_interval, grace_period : int
         RDB storages only: how often a running trial signals life, and after how long
         without a signal it is failed and retried.
+    callbacks : list of callable or None
+        Called as ``callback(study, trial)`` after every trial of this call, as in
+        ``optuna.Study.optimize`` (e.g. to print progress).
 
     Returns
     -------
@@ -171,21 +293,35 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
     if unknown:
         raise ValueError(f"search space names unknown parameters {unknown} of "
                          f"{type(estimator).__name__}")
+    _check_space(estimator, space)
     if int(n_trials) != n_trials or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
-    cv = check_cv(KFold(3, shuffle=True, random_state=random_state) if cv is None else cv)
-    scorer = check_scoring(estimator, scoring=scoring)
-    if pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
-    study = optuna.create_study(
-        storage=make_storage(storage, heartbeat_interval, grace_period),
-        study_name=study_name, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=random_state), pruner=pruner)
-    X, y = np.asarray(X), np.asarray(y)
+    if cv is None:
+        cv = 3
+    if isinstance(cv, numbers.Integral):
+        if cv < 2:
+            raise ValueError(f"cv must be at least 2 folds, got {cv!r}")
+        cv = KFold(cv, shuffle=True, random_state=random_state)
+    cv = check_cv(cv)
     folds = list(cv.split(X, y))
+    scorer = check_scoring(estimator, scoring=scoring)
+    if isinstance(pruner, str):
+        if pruner != "median":
+            raise ValueError(f"pruner must be an Optuna pruner, 'median' or None, got "
+                             f"{pruner!r}")
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    storage = make_storage(storage, heartbeat_interval, grace_period)
+    check_study(estimator, storage, study_name)
+    sampler = (optuna.samplers.TPESampler() if random_state is None
+               else _TrialSeededSampler(random_state))
+    study = optuna.create_study(storage=storage, study_name=study_name,
+                                direction="maximize", load_if_exists=True,
+                                sampler=sampler, pruner=pruner)
+    if _ESTIMATOR_ATTR not in study.user_attrs:
+        study.set_user_attr(_ESTIMATOR_ATTR, type(estimator).__name__)
 
     def objective(trial):
-        params = _consistent(estimator, {n: _suggest(trial, n, d) for n, d in space.items()})
+        params = {n: _suggest(trial, n, d) for n, d in space.items()}
         scores = []
         for i, (train, test) in enumerate(folds):
             model = clone(estimator).set_params(**params)
@@ -196,15 +332,15 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
 
                     model.set_params(callbacks=[*(model.callbacks or ()),
                                                 SkorchPruningCallback(trial, "valid_loss")])
-            model.fit(X[train], y[train])
-            scores.append(scorer(model, X[test], y[test]))
+            model.fit(_safe_indexing(X, train), _safe_indexing(y, train))
+            scores.append(scorer(model, _safe_indexing(X, test), _safe_indexing(y, test)))
         trial.set_user_attr("fold_scores", [float(s) for s in scores])
         return float(np.mean(scores))
 
     study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
-                   catch=(FloatingPointError,))
+                   catch=(FloatingPointError,), callbacks=callbacks)
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise RuntimeError("no trial completed; nothing to refit")
-    best = clone(estimator).set_params(**_consistent(estimator, study.best_params))
+    best = clone(estimator).set_params(**study.best_params)
     return study, best.fit(X, y)
