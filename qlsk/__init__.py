@@ -1,10 +1,12 @@
 """qlsk: Queryable LoRA for adapting neural surrogates, as scikit-learn estimators."""
 
 from .estimators import (
+    FewShotRegressor,
     FineTuneRegressor,
     LoraRegressor,
     MLPRegressor,
     QueryableLoraRegressor,
+    SharedMemoryRegressor,
     TrainingDivergedError,
     load,
     save,
@@ -12,5 +14,6 @@ from .estimators import (
 
 __version__ = "0.1.0"
 
-__all__ = ["FineTuneRegressor", "LoraRegressor", "MLPRegressor", "QueryableLoraRegressor",
-           "TrainingDivergedError", "__version__", "load", "save"]
+__all__ = ["FewShotRegressor", "FineTuneRegressor", "LoraRegressor", "MLPRegressor",
+           "QueryableLoraRegressor", "SharedMemoryRegressor", "TrainingDivergedError",
+           "__version__", "load", "save"]

@@ -1,6 +1,7 @@
 """scikit-learn regressors built on skorch: pretrain an MLP, then adapt it."""
 
 from ._net import MLP, TrainingDivergedError
+from .multitask import FewShotRegressor, SharedMemoryRegressor
 from .persistence import load, save
 from .regressors import (
     FineTuneRegressor,
@@ -9,5 +10,6 @@ from .regressors import (
     QueryableLoraRegressor,
 )
 
-__all__ = ["MLP", "FineTuneRegressor", "LoraRegressor", "MLPRegressor",
-           "QueryableLoraRegressor", "TrainingDivergedError", "load", "save"]
+__all__ = ["MLP", "FewShotRegressor", "FineTuneRegressor", "LoraRegressor", "MLPRegressor",
+           "QueryableLoraRegressor", "SharedMemoryRegressor", "TrainingDivergedError",
+           "load", "save"]

@@ -1,0 +1,614 @@
+"""One atom memory for many described tasks, as scikit-learn estimators.
+
+``X`` is a pandas DataFrame whose numeric columns are the inputs and whose one text
+column (``description_column``) holds each row's task description. Why a column and
+not scikit-learn's metadata routing is explained in ``docs/multitask.md``: in short,
+the description belongs to the row, so it must follow the row through every split,
+shuffle, pipeline and scorer, and a column does that with no configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted
+from skorch.callbacks import Callback
+from torch import nn
+
+from ..adapters import inject
+from ..adapters.prior_map import (
+    PriorMap,
+    SharedMemoryModel,
+    grow_memory,
+    load_memory_state,
+    read_memory,
+    save_memory,
+)
+from ..text import embed
+from ._base import BaseNeuralRegressor
+from ._net import Net, _Batches, _safe_std
+from .regressors import (
+    _ADAPT_DOC,
+    _FITTED_DOC,
+    _TRAINING_DOC,
+    _AdaptingRegressor,
+    _base_module,
+    _check_fits,
+)
+
+_DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_")
+PROBE_ROWS = 32  # rows per task kept from every stage, to measure route drift later
+
+
+class _Packed(nn.Module):
+    """Reads ``[inputs | embedding | task id]`` rows: one float matrix per batch.
+
+    Packing keeps the skorch loop, its validation split and every callback unchanged:
+    they see one array of rows, as for the single-task estimators.
+    """
+
+    def __init__(self, model: SharedMemoryModel, n_features: int):
+        super().__init__()
+        self.model, self.n_features = model, n_features
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
+        d = self.n_features
+        return self.model(Z[:, :d], Z[:, d:-1], Z[:, -1].long())
+
+
+class _TaskBatches:
+    """Shuffled training batches, each drawn from one task (the last column's id)."""
+
+    def __init__(self, batches: _Batches):
+        self.batches = batches
+
+    def _groups(self) -> list[torch.Tensor]:
+        b, task = self.batches, self.batches.X[:, -1]
+        groups = []
+        for t in task.unique():
+            rows = (task == t).nonzero(as_tuple=True)[0]
+            rows = rows[torch.randperm(len(rows), generator=b.generator)]
+            groups.extend(rows.split(b.batch_size))
+        return [groups[i] for i in torch.randperm(len(groups), generator=b.generator)]
+
+    def __len__(self) -> int:
+        counts = self.batches.X[:, -1].unique(return_counts=True)[1]
+        return int(torch.ceil(counts / self.batches.batch_size).sum())
+
+    def __iter__(self):
+        for index in self._groups():
+            yield self.batches.X[index], self.batches.y[index]
+
+
+class _TaskNet(Net):
+    """The qlsk net, training on mini-batches drawn from one task at a time."""
+
+    def get_iterator(self, dataset, training=False):
+        batches = super().get_iterator(dataset, training)
+        return _TaskBatches(batches) if training else batches
+
+
+class _KeepAtoms(Callback):
+    """Restore the first ``n`` atoms after every step: earlier stages' atoms stay fixed."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_train_begin(self, net, **kwargs):
+        self.kept_ = net.module_.model.memory.atom_deltas[:self.n].detach().clone()
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            with torch.no_grad():
+                net.module_.model.memory.atom_deltas[:self.n] = self.kept_
+
+
+def _check_description(value, row) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"row {row!r} has the task description {value!r}: every row needs "
+                         "a non-empty string describing its task")
+    return value
+
+
+class _DescribedRegressor(BaseNeuralRegressor):
+    """Fit and predict on DataFrames with a description column, one task per batch.
+
+    Subclasses give ``_text_settings() -> (column, encoder)`` and
+    ``_build_module(Z, y, seed) -> (module, loss_scale)``.
+    """
+
+    def _forget(self):
+        super()._forget()
+        for name in _DESCRIBED_FITTED:
+            self.__dict__.pop(name, None)
+
+    def _frame(self, X, reset: bool):
+        """The numeric inputs (float32) and the descriptions of a DataFrame ``X``."""
+        import pandas as pd
+        from pandas.api.types import is_numeric_dtype
+
+        column, _ = self._text_settings()
+        name = type(self).__name__
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"{name} needs X as a pandas DataFrame with the text column "
+                            f"{column!r} holding each row's task description; got "
+                            f"{type(X).__name__}")
+        if column not in X.columns:
+            raise ValueError(f"X has no description column {column!r} (columns: "
+                             f"{list(X.columns)}): every row needs its task's description, "
+                             "also for predict")
+        if len(X) == 0:
+            raise ValueError(f"X has 0 rows; {name} needs at least one")
+        columns = [c for c in X.columns if c != column]
+        if reset:
+            self._check_columns(columns)
+            self.n_features_in_ = X.shape[1]
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+            self.feature_columns_ = columns
+        elif columns != list(self.feature_columns_):
+            raise ValueError(f"X has {len(columns)} input column(s) {columns}, but {name} "
+                             f"was fitted on {len(self.feature_columns_)}: "
+                             f"{list(self.feature_columns_)}; every task must have the same "
+                             "inputs, in the same order")
+        descriptions = np.asarray([_check_description(v, i) for i, v in
+                                   zip(X.index, X[column])], dtype=object)
+        not_numeric = [c for c in columns if not is_numeric_dtype(X[c])]
+        if not columns or not_numeric:
+            raise ValueError(f"every column but {column!r} must be a numeric input; "
+                             f"not numeric: {not_numeric or 'no input columns at all'}")
+        values = X[columns].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"the task {descriptions[row]!r} has a missing or infinite value "
+                             f"in column {columns[col]!r}: every task must have the same "
+                             "inputs, all finite")
+        if not np.isfinite(values.astype(np.float32)).all():
+            raise ValueError("X has values too large for float32")
+        return values.astype(np.float32), descriptions
+
+    def _check_columns(self, columns) -> None:
+        """Hook: refuse input columns that do not fit what the model was built on."""
+
+    def _embed(self, descriptions) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's description embedding and task id (one per distinct text)."""
+        _, encoder = self._text_settings()
+        texts, task = np.unique(descriptions.astype(str), return_inverse=True)
+        vectors = np.stack([embed(t, encoder) for t in texts]).astype(np.float32)
+        if hasattr(self, "embedding_dim_") and vectors.shape[1] != self.embedding_dim_:
+            raise ValueError(f"the text encoder gives embeddings of length {vectors.shape[1]}, "
+                             f"but the model was fitted with length {self.embedding_dim_}")
+        return vectors[task], task.astype(np.float32)
+
+    def _pack(self, X, reset: bool) -> np.ndarray:
+        values, descriptions = self._frame(X, reset)
+        embeddings, task = self._embed(descriptions)
+        if reset:
+            self.embedding_dim_ = embeddings.shape[1]
+            self.descriptions_ = sorted(set(descriptions))
+        return np.hstack([values, embeddings, task[:, None]])
+
+    def _validate_fit_data(self, X, y):
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        self._y_was_1d = y.ndim == 1
+        y2 = y.reshape(len(y), -1).astype(np.float32)
+        if not np.isfinite(y2).all():
+            raise ValueError("y has values too large for float32")
+        return self._pack(X, reset=True), y2
+
+    def _validate_predict_data(self, X) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        return self._pack(X, reset=False)
+
+    def _make_net(self, module, loss_scale, n_samples, seed, device):
+        params = super()._make_net(module, loss_scale, n_samples, seed, device).get_params(
+            deep=False)
+        params["callbacks"] = [*params["callbacks"], *self._stage_callbacks()]
+        # scikit-learn's clone idiom, into the subclass that batches by task
+        return _TaskNet(**params)
+
+    def _stage_callbacks(self) -> list:
+        """Hook: extra callbacks for this fit."""
+        return []
+
+    @property
+    def shared_model_(self) -> SharedMemoryModel:
+        """The fitted :class:`~qlsk.adapters.prior_map.SharedMemoryModel`."""
+        return self.module_.model
+
+    def atom_usage(self, X) -> np.ndarray:
+        """Each block's routing weights for the rows of ``X``, every row with its task's prior.
+
+        Returns
+        -------
+        ndarray of shape (n_blocks, n_samples, n_atoms)
+            ``.mean(axis=1)`` over one task's rows is that task's atom usage.
+        """
+        Z = torch.as_tensor(self._validate_predict_data(X))
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            module(Z.to(device))
+        return self.shared_model_.routing.cpu().numpy()
+
+    def save_memory(self, path, overwrite: bool = False) -> None:
+        """Write the shared memory alone (atoms, router, prior map) as safetensors + JSON.
+
+        A new :class:`SharedMemoryRegressor` starts from it with ``memory=path``, on any
+        base with the same number of adapted blocks.
+        """
+        check_is_fitted(self, "net_")
+        _, encoder = self._text_settings()
+        save_memory(self.shared_model_, path, overwrite=overwrite, metadata={
+            "text_encoder": encoder if isinstance(encoder, str) else None,
+            "descriptions": list(self.descriptions_)})
+
+
+class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
+    __doc__ = f"""Queryable LoRA with one atom memory shared by many described tasks.
+
+    ``fit`` takes a DataFrame whose numeric columns are the inputs and whose text
+    column ``description_column`` holds each row's task description. One adapter (LoRA
+    factors, the memory of atoms and its router) is trained on every task, each
+    mini-batch drawn from one task and routed with that task's prior over atoms,
+    ``log pi(c) = log_softmax(P e(c) / prior_temperature)``, where ``e(c)`` embeds the
+    description. ``predict`` routes every row with its own description's prior, so a
+    description never seen in ``fit`` predicts a new task zero-shot.
+
+    Parameters
+    ----------
+    {_ADAPT_DOC}
+    description_column : str, default="description"
+        The column of ``X`` holding the task descriptions (non-empty strings).
+    text_encoder : {{"lexical", "semantic"}} or callable, default="lexical"
+        How descriptions are embedded (see :mod:`qlsk.text`).
+    prior_map : {{"learned", "fixed"}}, default="learned"
+        ``"fixed"``: ``P`` is the seeded projection of
+        :func:`qlsk.adapters.instruction_prior`. ``"learned"``: ``P`` starts there and
+        is trained with the adapter.
+    rank, alpha, n_atoms, top_k, block_size, temperature, prior_strength
+        As for :class:`qlsk.QueryableLoraRegressor` (defaults 4, 16, 8, 2, 1, 1, 1).
+    prior_temperature : float, default=0.5
+        ``tau_pi`` of the prior map.
+    memory : str, os.PathLike or None, default=None
+        A memory written by :meth:`save_memory` to start from (its rank, atom count,
+        number of blocks and embedding length must match); ``None``: a new memory.
+    freeze_memory : bool, default=False
+        Keep the memory (atoms, router and prior map) as it starts; only the LoRA
+        factors train.
+    target_modules : None, str, list of str or callable, default=None
+        Layers to adapt, in forward order (see :func:`qlsk.adapters.inject`).
+    warm_start : bool, default=False
+        Continual stages: a ``fit`` on a fitted model continues from its adapter
+        (LoRA factors, memory, prior map, base) on the new rows, and appends a stage to
+        ``stages_``; ``False``: every fit starts anew.
+    grow_atoms : int, default=0
+        In a warm-started stage, add this many atoms (starting at ``I``, with new keys
+        and prior-map rows) before training.
+    freeze_previous_atoms : bool, default=False
+        In a warm-started stage, keep the atoms of earlier stages as they were; new
+        atoms, the router and the LoRA factors still train.
+    {_TRAINING_DOC}
+    Attributes
+    ----------
+    base_ : estimator or torch.nn.Module
+        The base that was adapted (with ``base=None``, an MLP pretrained on every row,
+        blind to the task).
+    stages_ : list of dict
+        One entry per stage (one without ``warm_start``): ``descriptions`` trained in
+        it, ``n_atoms`` after it, ``atom_usage`` (description -> mean routing weights,
+        ``(n_blocks, n_atoms)``, at the end of the stage) and ``probe`` (up to 32 of
+        the stage's rows per task, for :meth:`route_drift`).
+    feature_columns_ : list of str
+        The numeric input columns.
+    descriptions_ : list of str
+        The distinct task descriptions seen in ``fit``.
+    embedding_dim_ : int
+        Length of the description embeddings.
+    shared_model_ : qlsk.adapters.prior_map.SharedMemoryModel
+        The adapted network with its prior map.
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk import MLPRegressor
+    >>> from qlsk.estimators.multitask import SharedMemoryRegressor
+    >>> from qlsk.simlib import load_family
+    >>> fam = load_family("ishigami-ab", n_per_member=20, n_test=5, n_source=200,
+    ...                   random_state=0)
+    >>> base = MLPRegressor((16, 16), max_epochs=3, random_state=0).fit(
+    ...     fam.X_source, fam.y_source)
+    >>> model = SharedMemoryRegressor(base=base, max_epochs=2, random_state=0)
+    >>> model.fit(fam.X_train, fam.y_train).predict(fam.X_heldout[:3]).shape
+    (3,)
+    """
+
+    def __init__(self, base=None, description_column="description", text_encoder="lexical",
+                 prior_map="learned", rank=4, alpha=16.0, n_atoms=8, top_k=2, block_size=1,
+                 temperature=1.0, prior_strength=1.0, prior_temperature=0.5, memory=None,
+                 freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
+                 freeze_previous_atoms=False, hidden_layer_sizes=(64, 64, 64),
+                 lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
+                 early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
+                 random_state=None, verbose=0, callbacks=None):
+        super().__init__(
+            base=base, hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
+            max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, patience=patience, device=device,
+            random_state=random_state, verbose=verbose, callbacks=callbacks)
+        self.description_column = description_column
+        self.text_encoder = text_encoder
+        self.prior_map = prior_map
+        self.rank = rank
+        self.alpha = alpha
+        self.n_atoms = n_atoms
+        self.top_k = top_k
+        self.block_size = block_size
+        self.temperature = temperature
+        self.prior_strength = prior_strength
+        self.prior_temperature = prior_temperature
+        self.memory = memory
+        self.freeze_memory = freeze_memory
+        self.target_modules = target_modules
+        self.warm_start = warm_start
+        self.grow_atoms = grow_atoms
+        self.freeze_previous_atoms = freeze_previous_atoms
+
+    _parameter_constraints = {
+        **_AdaptingRegressor._parameter_constraints,
+        "description_column": [str],
+        "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
+        "prior_map": [StrOptions({"learned", "fixed"})],
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "n_atoms": [Interval(Integral, 1, None, closed="left")],
+        "top_k": [Interval(Integral, 1, None, closed="left")],
+        "block_size": [Interval(Integral, 1, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "prior_strength": [Interval(Real, 0, None, closed="left")],
+        "prior_temperature": [Interval(Real, 0, None, closed="neither")],
+        "memory": [str, os.PathLike, None],
+        "freeze_memory": ["boolean"],
+        "target_modules": [None, str, list, tuple, callable],
+        "warm_start": ["boolean"],
+        "grow_atoms": [Interval(Integral, 0, None, closed="left")],
+        "freeze_previous_atoms": ["boolean"],
+    }
+
+    def fit(self, X, y):
+        """Fit the shared adapter on every task of ``X``; with ``warm_start``, a new stage.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Numeric input columns and the text column ``description_column``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For the problems listed in ``docs/multitask.md`` (a missing or empty
+            description, inputs that differ between tasks or from the base, a memory of
+            another shape, ...). A failed fit leaves the estimator unfitted, earlier
+            stages included.
+        """
+        previous = self._previous_stage()
+        self._previous = previous
+        try:
+            super().fit(X, y)
+        finally:
+            del self._previous
+        self._record_stage(X, previous)
+        return self
+
+    def _previous_stage(self) -> dict | None:
+        if not (self.warm_start and hasattr(self, "net_")):
+            return None
+        return {"module": self.net_.module_, "base_": self.base_, "stages_": self.stages_,
+                "descriptions_": self.descriptions_, "scale": self.net_.criterion_.scale,
+                "feature_columns_": self.feature_columns_,
+                "embedding_dim_": self.embedding_dim_}
+
+    def _record_stage(self, X, previous) -> None:
+        usage = self.atom_usage(X)  # (n_blocks, n, M)
+        described = X[self.description_column].to_numpy()
+        stage = {"descriptions": sorted(set(described)), "n_atoms": usage.shape[2],
+                 "atom_usage": {}, "probe": X.groupby(
+                     self.description_column, sort=True).head(PROBE_ROWS)}
+        for text in stage["descriptions"]:
+            stage["atom_usage"][text] = usage[:, described == text].mean(axis=1)
+        if previous is not None:
+            self.descriptions_ = sorted(set(previous["descriptions_"]) | set(described))
+        self.stages_ = [*(previous["stages_"] if previous else []), stage]
+
+    def route_drift(self):
+        """How far every stage's tasks have moved in atom usage since their stage.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per stage and description: ``stage``, ``description`` and
+            ``drift``, the total-variation distance between the task's atom usage at
+            the end of its stage and now, on the same probe rows, averaged over blocks
+            (0: the same atoms, 1: disjoint ones). Atoms added later count as unused
+            at the earlier stage.
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "net_")
+        rows = []
+        for index, stage in enumerate(self.stages_):
+            now = self.atom_usage(stage["probe"])
+            described = stage["probe"][self.description_column].to_numpy()
+            for text, then in stage["atom_usage"].items():
+                current = now[:, described == text].mean(axis=1)
+                then = np.pad(then, ((0, 0), (0, current.shape[1] - then.shape[1])))
+                drift = 0.5 * np.abs(current - then).sum(axis=1).mean()
+                rows.append({"stage": index, "description": text, "drift": float(drift)})
+        return pd.DataFrame(rows)
+
+    def _stage_callbacks(self) -> list:
+        previous = getattr(self, "_previous", None)
+        if previous is None or not self.freeze_previous_atoms:
+            return []
+        return [("keep_previous_atoms", _KeepAtoms(previous["module"].model.memory.n_atoms))]
+
+    def _check_columns(self, columns) -> None:
+        previous = getattr(self, "_previous", None)
+        if previous is not None and list(columns) != list(previous["feature_columns_"]):
+            raise ValueError(f"X has input columns {list(columns)}, but the earlier stages "
+                             f"were fitted on {list(previous['feature_columns_'])}; every "
+                             "stage must have the same inputs, in the same order")
+
+    def _check_params(self):
+        super()._check_params()
+        if self.top_k > self.n_atoms:
+            raise ValueError(f"top_k={self.top_k} exceeds n_atoms={self.n_atoms}: routing "
+                             "combines at most n_atoms atoms")
+
+    def _text_settings(self):
+        return self.description_column, self.text_encoder
+
+    def _build_module(self, Z, y, seed):
+        previous = getattr(self, "_previous", None)
+        if previous is not None:
+            return self._continue(previous)
+        d = len(self.feature_columns_)
+        X = Z[:, :d]
+        self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
+        module = copy.deepcopy(_base_module(self.base_)).cpu().float()
+        _check_fits(module, d, y.shape[1])
+        scale = getattr(module, "y_scale", None)
+        scale = scale.clone() if scale is not None else torch.as_tensor(
+            _safe_std(y), dtype=torch.float32)
+        adapted = inject(module, "queryable", self.target_modules, rank=self.rank,
+                         alpha=self.alpha, n_atoms=self.n_atoms, top_k=self.top_k,
+                         block_size=self.block_size, temperature=self.temperature,
+                         prior_strength=self.prior_strength)
+        shared = SharedMemoryModel(adapted, PriorMap(
+            self.embedding_dim_, self.n_atoms, self.prior_temperature,
+            learned=self.prior_map == "learned"))
+        if self.memory is not None:
+            load_memory_state(shared, *read_memory(self.memory))
+        if self.freeze_memory:
+            shared.memory.requires_grad_(False)
+            shared.prior_map.requires_grad_(False)
+        return _Packed(shared, d), scale
+
+    def _continue(self, previous):
+        """The module of a warm-started stage: the last stage's, grown if asked."""
+        if self.embedding_dim_ != previous["embedding_dim_"]:
+            raise ValueError(f"the text encoder gives embeddings of length "
+                             f"{self.embedding_dim_}, the earlier stages "
+                             f"{previous['embedding_dim_']}")
+        self.base_ = previous["base_"]
+        module = copy.deepcopy(previous["module"])
+        grow_memory(module.model, self.grow_atoms)
+        if self.freeze_memory:
+            module.model.memory.requires_grad_(False)
+            module.model.prior_map.requires_grad_(False)
+        return module, previous["scale"].clone()
+
+
+class FewShotRegressor(_DescribedRegressor):
+    __doc__ = f"""Adapt a fitted :class:`SharedMemoryRegressor` to new tasks from a few rows.
+
+    Training starts from a copy of the shared model (base, LoRA factors, memory and
+    prior map), so before any step it predicts exactly as the shared model does
+    zero-shot; ``X`` is a DataFrame with the same columns, description included.
+
+    Parameters
+    ----------
+    shared : SharedMemoryRegressor
+        A fitted shared-memory model; it is copied, never modified, and ``clone``
+        shares it.
+    freeze_memory : bool, default=True
+        Keep the memory (atoms, router, prior map) as the shared model learned it and
+        train only the LoRA factors; ``False`` trains everything.
+    {_TRAINING_DOC}
+    Attributes
+    ----------
+    feature_columns_, descriptions_, embedding_dim_, shared_model_
+        As for :class:`SharedMemoryRegressor`.
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
+    >>> from qlsk.simlib import load_family
+    >>> fam = load_family("ishigami-ab", n_per_member=20, n_test=5, random_state=0)
+    >>> shared = SharedMemoryRegressor(hidden_layer_sizes=(16,), max_epochs=2,
+    ...                                random_state=0).fit(fam.X_train, fam.y_train)
+    >>> few = FewShotRegressor(shared, max_epochs=2, random_state=0)
+    >>> few.fit(fam.X_heldout[:10], fam.y_heldout[:10]).predict(fam.X_heldout[:2]).shape
+    (2,)
+    """
+
+    def __init__(self, shared=None, freeze_memory=True, lr=1e-3, weight_decay=0.0,
+                 max_epochs=50, batch_size=16, early_stopping=False, validation_fraction=0.1,
+                 patience=20, device="cpu", random_state=None, verbose=0, callbacks=None):
+        self.shared = shared
+        self.freeze_memory = freeze_memory
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    _parameter_constraints = {
+        **BaseNeuralRegressor._parameter_constraints,
+        "shared": "no_validation",  # checked in _check_params: a fitted model
+        "freeze_memory": ["boolean"],
+    }
+
+    def _check_params(self):
+        super()._check_params()
+        if not isinstance(self.shared, SharedMemoryRegressor):
+            raise TypeError("shared must be a fitted SharedMemoryRegressor, got "
+                            f"{type(self.shared).__name__}")
+        check_is_fitted(self.shared, "net_")
+
+    def __sklearn_clone__(self):
+        # The shared model is used as it is, never cloned: a clone would be unfitted.
+        params = self.get_params(deep=False)
+        shared = params.pop("shared")
+        return type(self)(shared=shared, **{k: clone(v, safe=False) for k, v in params.items()})
+
+    def _text_settings(self):
+        return self.shared._text_settings()
+
+    def _check_columns(self, columns) -> None:
+        expected = list(self.shared.feature_columns_)
+        if list(columns) != expected:
+            raise ValueError(f"X has {len(columns)} input column(s) {list(columns)}, but the "
+                             f"shared model was fitted on {len(expected)}: {expected}; every "
+                             "task must have the same inputs, in the same order")
+
+    def _build_module(self, Z, y, seed):
+        if y.shape[1] != self.shared.n_outputs_:
+            raise ValueError(f"y has {y.shape[1]} output(s), the shared model "
+                             f"{self.shared.n_outputs_}")
+        if self.embedding_dim_ != self.shared.embedding_dim_:
+            raise ValueError("the text encoder gives embeddings of another length than the "
+                             "shared model's")
+        module = copy.deepcopy(self.shared.module_).cpu().float()
+        if self.freeze_memory:
+            module.model.memory.requires_grad_(False)
+            module.model.prior_map.requires_grad_(False)
+        return module, self.shared.net_.criterion_.scale.clone().cpu()

@@ -1,0 +1,214 @@
+"""One atom memory shared by many described tasks: torch parts and estimators."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from qlsk import MLPRegressor
+from qlsk.adapters import instruction_prior
+from qlsk.adapters.prior_map import PriorMap
+from qlsk.estimators._net import _Batches
+from qlsk.estimators.multitask import (
+    FewShotRegressor,
+    SharedMemoryRegressor,
+    _TaskBatches,
+)
+from qlsk.simlib import load_family
+from qlsk.text import embed
+
+TINY = {"max_epochs": 2, "batch_size": 16, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def fam():
+    return load_family("ishigami-ab", n_per_member=16, n_test=8, n_source=200,
+                       random_state=0)
+
+
+@pytest.fixture(scope="module")
+def base(fam):
+    return MLPRegressor((16, 16), max_epochs=3, batch_size=64, random_state=0).fit(
+        fam.X_source, fam.y_source)
+
+
+@pytest.fixture(scope="module")
+def shared(fam, base):
+    return SharedMemoryRegressor(base=base, **TINY).fit(fam.X_train, fam.y_train)
+
+
+def _memory(model):
+    return {k: v.clone() for k, v in model.shared_model_.memory.state_dict().items()}
+
+
+def test_fixed_prior_map_is_the_seeded_instruction_prior():
+    e = embed("a strong interaction between x1 and x3")
+    prior = PriorMap(e.size, 8, temperature=0.5, learned=False)
+    got = prior(torch.as_tensor(e, dtype=torch.float32))
+    torch.testing.assert_close(got, instruction_prior(e, 8, 0.5), atol=1e-5, rtol=1e-5)
+    assert not list(prior.parameters())
+
+
+def test_training_batches_hold_one_task_each():
+    X = torch.cat([torch.randn(50, 3), torch.tensor([0.0] * 20 + [1.0] * 17 + [2.0] * 13)[:, None]],
+                  dim=1)
+    batches = _Batches(type("D", (), {"X": X, "y": torch.randn(50, 1)})(), 8, True,
+                       torch.Generator().manual_seed(0))
+    seen = []
+    for xb, _ in _TaskBatches(batches):
+        assert xb[:, -1].unique().numel() == 1
+        seen.append(len(xb))
+    assert sum(seen) == 50 and len(seen) == len(_TaskBatches(batches)) == 3 + 3 + 2
+
+
+def test_fit_predict_zero_shot_and_atom_usage(fam, shared):
+    X = fam.test_frame[[*fam.feature_names, "description"]]
+    y = shared.predict(X)
+    assert y.shape == (len(X),) and np.isfinite(y).all()
+    assert shared.descriptions_ == sorted(fam.X_train.description.unique())
+    # mixed tasks in one call equal one task at a time
+    one = np.concatenate([shared.predict(rows) for _, rows in X.groupby("description",
+                                                                       sort=False)])
+    order = np.concatenate([idx for _, idx in X.groupby("description",
+                                                        sort=False).indices.items()])
+    np.testing.assert_allclose(one, y[order], rtol=1e-5, atol=1e-6)
+    # the description changes the prediction (zero-shot on a held-out text too)
+    other = X.assign(description="Ishigami function with a strong squared-sine term in x2.")
+    assert not np.allclose(shared.predict(other), y)
+    usage = shared.atom_usage(X.iloc[:6])
+    assert usage.shape == (3, 6, 8)  # 3 adapted layers, block_size=1
+    np.testing.assert_allclose(usage.sum(-1), 1, atol=1e-6)
+    assert ((usage > 0).sum(-1) == 2).all()
+
+
+def test_learned_prior_map_trains_and_fixed_does_not(fam, base, shared):
+    start = PriorMap(shared.embedding_dim_, 8).weight
+    assert not torch.allclose(shared.shared_model_.prior_map.weight, start)
+    fixed = SharedMemoryRegressor(base=base, prior_map="fixed", **TINY).fit(
+        fam.X_train, fam.y_train)
+    torch.testing.assert_close(fixed.shared_model_.prior_map.weight, start)
+    assert fixed.n_trainable_params_ == shared.n_trainable_params_ - start.numel()
+
+
+def test_fitted_model_copies_and_pickles(fam, shared):
+    X = fam.X_heldout[:5]
+    for other in (copy.deepcopy(shared), pickle.loads(pickle.dumps(shared))):
+        np.testing.assert_allclose(other.predict(X), shared.predict(X))
+    assert clone(shared).base is shared.base
+
+
+def test_pipeline_groupkfold_and_grid_search(fam):
+    features = fam.feature_names
+    scale = ColumnTransformer([("scale", StandardScaler(), features)], remainder="passthrough",
+                              verbose_feature_names_out=False).set_output(transform="pandas")
+    model = SharedMemoryRegressor(hidden_layer_sizes=(8,), max_epochs=1, batch_size=32,
+                                  random_state=0)
+    pipe = make_pipeline(scale, model)
+    scores = cross_val_score(pipe, fam.X_train, fam.y_train, groups=fam.groups_train,
+                             cv=GroupKFold(2))
+    assert np.isfinite(scores).all()
+    search = GridSearchCV(model, {"prior_map": ["learned", "fixed"]}, cv=GroupKFold(2))
+    search.fit(fam.X_train, fam.y_train, groups=fam.groups_train)
+    assert search.best_params_["prior_map"] in ("learned", "fixed")
+
+
+def test_save_memory_and_reuse_it(fam, base, shared, tmp_path):
+    path = tmp_path / "memory.safetensors"
+    shared.save_memory(path)
+    with pytest.raises(FileExistsError):
+        shared.save_memory(path)
+    frozen = SharedMemoryRegressor(base=base, memory=path, freeze_memory=True, **TINY).fit(
+        fam.X_heldout, fam.y_heldout)
+    saved = _memory(shared)
+    for key, value in _memory(frozen).items():
+        torch.testing.assert_close(value, saved[key])
+    torch.testing.assert_close(frozen.shared_model_.prior_map.weight,
+                               shared.shared_model_.prior_map.weight)
+    trained = SharedMemoryRegressor(base=base, memory=path, **TINY).fit(
+        fam.X_heldout, fam.y_heldout)
+    assert not torch.allclose(_memory(trained)["atom_deltas"], saved["atom_deltas"])
+    for wrong, match in (({"rank": 2}, "rank=4"), ({"n_atoms": 4}, "n_atoms=8"),
+                         ({"block_size": 3}, "n_blocks=3")):
+        with pytest.raises(ValueError, match=match):
+            SharedMemoryRegressor(base=base, memory=path, **wrong, **TINY).fit(
+                fam.X_train, fam.y_train)
+    (tmp_path / "x").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="not a memory saved by qlsk"):
+        SharedMemoryRegressor(base=base, memory=tmp_path / "x", **TINY).fit(
+            fam.X_train, fam.y_train)
+
+
+def test_few_shot_starts_from_the_shared_model(fam, shared):
+    rows, y = fam.X_heldout[:10], fam.y_heldout[:10]
+    before = _memory(shared)
+    prediction = shared.predict(rows)
+    few = FewShotRegressor(shared, **TINY).fit(rows, y)
+    assert few.n_trainable_params_ < shared.n_trainable_params_
+    for key, value in _memory(few).items():  # memory frozen by default
+        torch.testing.assert_close(value, before[key])
+    np.testing.assert_allclose(shared.predict(rows), prediction)  # shared untouched
+    assert not np.allclose(few.predict(rows), prediction)
+    assert clone(few).shared is shared
+    free = FewShotRegressor(shared, freeze_memory=False, **TINY).fit(rows, y)
+    assert not torch.allclose(_memory(free)["atom_deltas"], before["atom_deltas"])
+    with pytest.raises(ValueError, match="the shared model was fitted on 3"):
+        FewShotRegressor(shared, **TINY).fit(rows.assign(x4=1.0), y)
+    with pytest.raises(TypeError, match="fitted SharedMemoryRegressor"):
+        FewShotRegressor(None).fit(rows, y)
+
+
+def test_clear_errors(fam, shared, base):
+    X, y = fam.X_train, fam.y_train
+    with pytest.raises(ValueError, match=r"no description column 'description'"):
+        shared.predict(X.drop(columns="description"))
+    with pytest.raises(ValueError, match="has 4 input column"):
+        shared.predict(X.assign(x4=0.0))
+    with pytest.raises(ValueError, match="fitted on 3"):
+        shared.predict(X.drop(columns="x3"))
+    for bad in ("", "   ", 3.0, None):
+        with pytest.raises(ValueError, match="non-empty string"):
+            shared.predict(X.iloc[:3].assign(description=bad))
+    with pytest.raises(TypeError, match="pandas DataFrame"):
+        shared.predict(X.to_numpy())
+    gap = X.copy()
+    gap.loc[gap.index[-1], "x3"] = np.nan  # a task that lacks one input
+    with pytest.raises(ValueError, match="has a missing or infinite value in column 'x3'"):
+        SharedMemoryRegressor(base=base, **TINY).fit(gap, y)
+    with pytest.raises(ValueError, match="X has 4 features, but the base network expects 3"):
+        SharedMemoryRegressor(base=base, **TINY).fit(X.assign(x4=0.0), y)
+    with pytest.raises(ValueError, match="top_k=3 exceeds n_atoms=2"):
+        SharedMemoryRegressor(base=base, n_atoms=2, top_k=3).fit(X, y)
+    assert not hasattr(SharedMemoryRegressor(base=base, n_atoms=2, top_k=3), "net_")
+
+
+def test_continual_stages_carry_grow_and_freeze_the_memory(fam, base):
+    first, second = fam.train_members[:4], fam.train_members[4:]
+    rows = {name: np.isin(fam.groups_train, members)
+            for name, members in (("first", first), ("second", second))}
+    model = SharedMemoryRegressor(base=base, warm_start=True, **TINY)
+    model.fit(fam.X_train[rows["first"]], fam.y_train[rows["first"]])
+    assert len(model.stages_) == 1
+    before = _memory(model)
+    model.set_params(grow_atoms=4, freeze_previous_atoms=True)
+    model.fit(fam.X_train[rows["second"]], fam.y_train[rows["second"]])
+    after = _memory(model)
+    assert after["atom_deltas"].shape[0] == 12 and model.stages_[1]["n_atoms"] == 12
+    torch.testing.assert_close(after["atom_deltas"][:8], before["atom_deltas"])
+    assert not torch.allclose(after["atom_deltas"][8:], torch.zeros(4, 4, 4))
+    assert model.shared_model_.prior_map.weight.shape[0] == 12
+    assert set(model.descriptions_) == set(fam.X_train.description)
+    assert model.base_ is base
+    drift = model.route_drift()
+    assert len(drift) == 8 and drift.drift.between(0, 1).all()
+    assert drift[drift.stage == 0].drift.gt(0).any()  # the second stage moved the router
+    assert model.predict(fam.X_heldout[:3]).shape == (3,)
+    model.set_params(warm_start=False)
+    model.fit(fam.X_train[rows["first"]], fam.y_train[rows["first"]])
+    assert len(model.stages_) == 1 and _memory(model)["atom_deltas"].shape[0] == 8
