@@ -13,6 +13,7 @@ from torch import nn
 
 from qlsk.adapters import (
     AdaptedModel,
+    AtomMemory,
     adapter_grad_norms,
     adapter_state_dict,
     atom_usage,
@@ -82,17 +83,65 @@ def test_output_equals_base_at_init_and_base_never_changes(method):
         torch.testing.assert_close(adapted_base[k], v, rtol=0, atol=0)
 
 
-def test_every_adapter_parameter_receives_a_gradient():
-    model = inject(mlp(depth=6), "queryable", rank=4, n_atoms=6, top_k=2, block_size=2,
-                   task_description="noisy target")
+def assert_every_trainable_parameter_learns(model, x, steps=3):
+    """A few Adam steps on a random target (B starts at zero), then every trainable
+    parameter must have had a non-zero gradient."""
+    target = torch.randn(*model(x).shape)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.Adam(params.values(), lr=1e-2)
+    moved = set()
+    for _ in range(steps + 1):
+        opt.zero_grad()
+        (model(x) - target).pow(2).mean().backward()
+        moved |= {n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0}
+        opt.step()
+    assert moved == set(params), sorted(set(params) - moved)
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+@pytest.mark.parametrize("depth", [2, 3, 4, 5, 6])  # 1 to 5 hidden layers
+def test_every_trainable_parameter_learns_in_every_configuration(depth, block_size):
+    x = torch.randn(32, 4)
+    n_atoms = 4
+    for top_k in range(1, n_atoms + 1):
+        for description in (None, "a steep ridge"):
+            torch.manual_seed(top_k)
+            model = inject(mlp(depth=depth, width=8), "queryable", rank=3, n_atoms=n_atoms,
+                           top_k=top_k, block_size=block_size,
+                           task_description=description)
+            n_blocks = -(-depth // block_size)
+            if n_blocks > 1:
+                assert model.memory.depth_queries.shape == (n_blocks - 1, 3)
+            assert_every_trainable_parameter_learns(model, x)
+
+
+def test_top1_routing_trains_the_router_and_stays_one_hot():
+    model = inject(mlp(depth=4), "queryable", rank=4, n_atoms=6, top_k=1)  # two blocks
     trained_steps(model, torch.randn(64, 4))
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert {"memory.atom_deltas", "memory.keys", "memory.query_proj.weight",
-            "memory.block_embed", "memory.depth_queries"} <= names
-    assert sum(".lora_A" in n for n in names) == 6 and sum(".lora_B" in n for n in names) == 6
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for name in ("keys", "query_proj.weight", "block_embed", "depth_queries",
+                 "atom_deltas"):
+        assert model.memory.get_parameter(name).grad.abs().sum() > 0, name
+    alpha = routing_weights(model)  # recorded by the forward pass that had a gradient
+    assert ((alpha == 0) | (alpha == 1)).all() and (alpha.sum(-1) == 1).all()
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 5, 6])
+def test_straight_through_routing_is_exact_forward_and_dense_backward(top_k):
+    memory = AtomMemory(rank=2, n_atoms=6, n_blocks=1, top_k=top_k, temperature=0.7)
+    logits = torch.randn(10, 6, requires_grad=True)
+    alpha = memory.route(logits)
+    exact = memory.route(logits.detach())  # no gradient: the plain top-k softmax
+    assert torch.equal(alpha.detach(), exact)
+    assert ((exact > 0).sum(-1) == top_k).all() and (exact >= 0).all()
+    torch.testing.assert_close(exact.sum(-1), torch.ones(10))
+    top, index = logits.detach().topk(top_k, dim=-1)
+    torch.testing.assert_close(exact.gather(-1, index), (top / 0.7).softmax(-1))
+    weights = torch.randn(10, 6)
+    (alpha * weights).sum().backward()
+    dense = logits.detach().requires_grad_()
+    ((dense / 0.7).softmax(-1) * weights).sum().backward()
+    torch.testing.assert_close(logits.grad, dense.grad)
+    assert (logits.grad != 0).all()  # every logit learns, the left-out ones and k = 1 too
 
 
 @settings(max_examples=25, deadline=None)
@@ -125,6 +174,8 @@ def test_reduces_to_lora_with_one_identity_atom():
     ql = inject(copy.deepcopy(base), "queryable", rank=3, n_atoms=1, top_k=1)
     ql.memory.atom_deltas.data.zero_()
     ql.memory.atom_deltas.requires_grad_(False)
+    # routing over one atom is always 1: the router cannot learn and is frozen
+    assert not any(p.requires_grad for p in ql.memory.parameters())
     for a, b in zip(lora.adapted_layers, ql.adapted_layers):
         b.lora_A.data.copy_(a.lora_A.data)
         a.lora_B.data.normal_()

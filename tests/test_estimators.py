@@ -348,3 +348,17 @@ def test_history_holds_plain_python_numbers():
     row = small(MLPRegressor, max_epochs=1).fit(X, y).history_[0]
     assert {type(v) for v in row.values()} <= {int, float}
     assert "np.float64" not in repr(row)
+
+
+@pytest.mark.parametrize("query", ["state", "detached", "constant", "random"])
+def test_ablation_switches_reach_the_adapter_and_survive_save_load(query, base, task,
+                                                                   tmp_path):
+    model = small(QueryableLoraRegressor, base=base, query=query, freeze_atoms=True,
+                  max_epochs=2).fit(task.X_train, task.y_train)
+    assert model.module_.config["query"] == query
+    # frozen atoms make the update plain LoRA, so nothing else trains
+    lora = small(LoraRegressor, base=base, max_epochs=1).fit(task.X_train, task.y_train)
+    assert model.n_trainable_params_ == lora.n_trainable_params_
+    qlsk.save(model, tmp_path / "m.qlsk")
+    np.testing.assert_allclose(qlsk.load(tmp_path / "m.qlsk").atom_usage(task.X_test[:50]),
+                               model.atom_usage(task.X_test[:50]), rtol=1e-6)

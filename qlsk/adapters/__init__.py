@@ -4,6 +4,7 @@ This package depends on torch alone (and :mod:`qlsk.text` for the task prior); t
 estimators are one of its clients.
 """
 
+from .ablations import QUERIES, build_memory
 from .diagnostics import (
     adapter_grad_norms,
     atom_usage,
@@ -25,12 +26,14 @@ from .inject import (
     unmerge,
 )
 from .lora import LoraLinear
+from .prior_map import PriorMap, SharedMemoryModel
 from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
 
 __all__ = [
-    "LORA_OPTIONS", "QUERYABLE_OPTIONS", "AdaptedModel", "AtomMemory", "LoraLinear",
-    "QueryableLoraLinear", "adapter_grad_norms", "adapter_state_dict", "atom_usage",
-    "count_trainable_parameters", "gradient_concentration", "inject",
+    "LORA_OPTIONS", "QUERIES", "QUERYABLE_OPTIONS", "AdaptedModel", "AtomMemory", "LoraLinear",
+    "PriorMap", "QueryableLoraLinear", "SharedMemoryModel", "adapter_grad_norms",
+    "adapter_state_dict", "atom_usage",
+    "build_memory", "count_trainable_parameters", "gradient_concentration", "inject",
     "instruction_prior", "load_adapter", "load_adapter_state_dict", "merge",
     "routing_weights", "save_adapter", "unmerge", "usage_entropy",
 ]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .ablations import build_memory
 from .lora import LoraLinear
 from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
 
@@ -18,7 +19,8 @@ LORA_OPTIONS = {"rank": 8, "alpha": 16.0, "dropout": 0.0}
 QUERYABLE_OPTIONS = {
     **LORA_OPTIONS, "n_atoms": 16, "top_k": 2, "block_size": 2, "temperature": 1.0,
     "key_dim": None, "prior_strength": 1.0, "prior_temperature": 0.5,
-    "task_description": None, "text_encoder": "lexical",
+    "task_description": None, "text_encoder": "lexical", "query": "state+depth",
+    "freeze_atoms": False,
 }
 
 
@@ -125,8 +127,10 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
         ``"queryable"`` also ``n_atoms`` (16), ``top_k`` (2), ``block_size`` (2),
         ``temperature`` (1), ``key_dim`` (``max(rank, 8)``), ``prior_strength`` (1),
         ``prior_temperature`` (0.5), ``task_description`` (None: no prior; a string
-        or a precomputed vector) and ``text_encoder`` ("lexical", "semantic" or a
-        callable).
+        or a precomputed vector), ``text_encoder`` ("lexical", "semantic" or a
+        callable), and two ablation switches whose defaults are the method:
+        ``query`` ("state+depth"; or "state", "detached", "constant", "random") and
+        ``freeze_atoms`` (False), see :func:`qlsk.adapters.ablations.build_memory`.
 
     Returns
     -------
@@ -154,13 +158,14 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
         block_size = options["block_size"]
         if int(block_size) != block_size or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        weight = chosen[0][1].weight
-        memory = AtomMemory(
-            rank, options["n_atoms"], math.ceil(n_layers / block_size),
+        first = chosen[0][1]
+        memory = build_memory(
+            rank, options["n_atoms"], math.ceil(n_layers / block_size), first.in_features,
+            query=options["query"], freeze_atoms=options["freeze_atoms"],
             top_k=options["top_k"], temperature=options["temperature"],
             key_dim=options["key_dim"], prior_strength=options["prior_strength"],
             log_prior=_log_prior(options),
-        ).to(device=weight.device, dtype=weight.dtype)
+        ).to(device=first.weight.device, dtype=first.weight.dtype)
     layers = []
     for index, (name, linear) in enumerate(chosen):
         if method == "queryable":

@@ -3,8 +3,9 @@
 Every adapted layer ``l`` of block ``b`` computes ``y = W_l h + b_l + s B_l S_b A_l h``
 where ``S_b = sum_m alpha_{b,m} C_m`` is a sparse convex combination of the shared
 atoms, chosen per input row from the block's low-rank state, an attention summary of
-earlier blocks and an optional instruction prior. ``docs/method.md`` gives the
-equations with these names.
+the blocks' states so far and an optional instruction prior. ``docs/method.md`` gives
+the equations with these names; :mod:`qlsk.adapters.ablations` holds the variants
+that switch parts of the method off.
 """
 
 from __future__ import annotations
@@ -94,10 +95,16 @@ class AtomMemory(nn.Module):
     block_embed : torch.nn.Parameter of shape (N_b, d_k)
         ``e_b``.
     depth_queries : torch.nn.Parameter of shape (N_b - 1, r)
-        ``w_b`` for blocks ``b > 1``, zero-initialised (a plain average).
+        ``w_b`` for blocks ``b > 1``, zero-initialised (a plain average); absent with
+        one block.
     routing : list of torch.Tensor
         After a forward pass, each block's routing weights ``alpha`` (rows x M),
         detached.
+
+    Notes
+    -----
+    With one atom the routing is always 1, so the router cannot learn: its parameters
+    are then frozen. :mod:`qlsk.adapters.ablations` holds variants of the query.
     """
 
     def __init__(self, rank: int, n_atoms: int, n_blocks: int, top_k: int = 2,
@@ -119,12 +126,10 @@ class AtomMemory(nn.Module):
         self.top_k, self.temperature = int(top_k), float(temperature)
         self.prior_strength = float(prior_strength)
         self.key_dim = int(key_dim or max(rank, 8))
-        d_k = self.key_dim
         self.atom_deltas = nn.Parameter(atom_init_std * torch.randn(n_atoms, rank, rank))
-        self.keys = nn.Parameter(torch.randn(n_atoms, d_k))
-        self.query_proj = nn.Linear(2 * rank, d_k, bias=False)
-        self.block_embed = nn.Parameter(0.1 * torch.randn(n_blocks, d_k))
-        self.depth_queries = nn.Parameter(torch.zeros(n_blocks - 1, rank))
+        self._init_router()
+        if self.n_atoms == 1:
+            self.freeze_router()
         self.register_buffer("eye", torch.eye(rank), persistent=False)
         self.register_buffer("log_prior", log_prior if log_prior is None
                              else torch.as_tensor(log_prior, dtype=torch.float32))
@@ -132,9 +137,29 @@ class AtomMemory(nn.Module):
         self.expected = 0  # index of the adapted layer that must run next
         self.close()
 
+    def _init_router(self) -> None:
+        """Create the router: keys, block embeddings, ``W_q`` and the pseudo-queries."""
+        self._init_keys()
+        self.query_proj = nn.Linear(2 * self.rank, self.key_dim, bias=False)
+        if self.n_blocks > 1:
+            self.depth_queries = nn.Parameter(torch.zeros(self.n_blocks - 1, self.rank))
+
+    def _init_keys(self) -> None:
+        self.keys = nn.Parameter(torch.randn(self.n_atoms, self.key_dim))
+        self.block_embed = nn.Parameter(0.1 * torch.randn(self.n_blocks, self.key_dim))
+
+    def router_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the atoms: what decides the routing."""
+        return [p for name, p in self.named_parameters() if name != "atom_deltas"]
+
+    def freeze_router(self) -> None:
+        """Stop training the router (for a router that cannot receive a gradient)."""
+        for p in self.router_parameters():
+            p.requires_grad_(False)
+
     @property
     def _no_bias(self) -> torch.Tensor:
-        return self.keys.new_zeros(self.n_atoms)
+        return self.atom_deltas.new_zeros(self.n_atoms)
 
     @property
     def atoms(self) -> torch.Tensor:
@@ -149,58 +174,81 @@ class AtomMemory(nn.Module):
     def set_prior(self, log_prior: torch.Tensor | None) -> None:
         """Replace ``log pi(c)`` (``None`` removes the prior)."""
         self.log_prior = None if log_prior is None else torch.as_tensor(
-            log_prior, dtype=self.keys.dtype, device=self.keys.device)
+            log_prior, dtype=self.atom_deltas.dtype, device=self.atom_deltas.device)
 
-    def _begin_pass(self) -> None:
+    def _scaled_prior(self) -> torch.Tensor:
+        """``lambda log pi(c)``, or zeros without a prior."""
+        if self.log_prior is None:
+            return self._no_bias
+        return self.prior_strength * self.log_prior
+
+    def _block_bias(self) -> torch.Tensor:
+        """``e_b K^T / sqrt(d_k) + lambda log pi`` for every block, shape (N_b, M)."""
+        return torch.addmm(self._scaled_prior(), self.block_embed, self.keys.T,
+                           alpha=1 / math.sqrt(self.key_dim))
+
+    def _prepare_router(self) -> None:
         """Per-pass constants shared by every block (one small graph per forward).
 
-        ``q K^T / sqrt(d_k) = [n(z); n(s)] G + c_b`` with ``G = W_q^T K^T / sqrt(d_k)``
+        ``q K^T / sqrt(d_k) = [n(z); s] G + c_b`` with ``G = W_q^T K^T / sqrt(d_k)``
         and ``c_b = e_b K^T / sqrt(d_k) + lambda log pi``: the same logits as
         projecting the query first, in fewer operations.
         """
-        keys_t, scale = self.keys.T, 1 / math.sqrt(self.key_dim)  # (d_k, M)
-        self._G = torch.addmm(self._no_bias, self.query_proj.weight.T, keys_t, beta=0,
-                              alpha=scale)  # (2r, M)
-        prior = self.log_prior if self.log_prior is not None else self._no_bias
-        self._bias = torch.addmm(prior, self.block_embed, keys_t, beta=self.prior_strength,
-                                 alpha=scale)  # (N_b, M)
-        self._deltas_flat = self.atom_deltas.view(self.n_atoms, -1)  # (M, r*r)
-        self._states, self._normed, self.routing = [], [], []
+        self._G = torch.addmm(self._no_bias, self.query_proj.weight.T, self.keys.T, beta=0,
+                              alpha=1 / math.sqrt(self.key_dim))  # (2r, M)
+        self._bias = self._block_bias()  # (N_b, M)
 
     def _summary(self, block: int) -> torch.Tensor:
-        """``n(s_b)``: the normalised attention summary of the earlier blocks' states."""
-        if len(self._states) == 1:  # a softmax over one block is 1: s_b = z_1
-            return self._normed[0]
-        Z = torch.stack(self._states, dim=1)  # (n, b, r)
-        scores = torch.stack(self._normed, dim=1) @ self.depth_queries[block - 1]  # (n, b)
-        return rms_norm((scores.softmax(dim=1).unsqueeze(-1) * Z).sum(dim=1))  # (n, r)
+        """``s_b``: attention with pseudo-query ``w_b`` over the normalised states so far.
 
-    def _logits(self, zn: torch.Tensor, block: int) -> torch.Tensor:
-        """Routing logits ``l_b`` (rows x M) from the normalised block state ``n(z_b)``."""
-        if not self._states:  # first block: the depth summary is zero
-            return torch.addmm(self._bias[block], zn, self._G[: self.rank])
+        The sources are blocks 1..b, this block's own state included (as in Attention
+        Residuals), so the softmax never runs over a single element and every ``w_b``
+        can learn. Values are normalised like the keys: ``s_b`` is a convex
+        combination of unit-RMS states, with RMS at most 1.
+        """
+        normed = torch.stack(self._normed, dim=1)  # (n, b, r)
+        scores = (normed * self.depth_queries[block - 1]).sum(dim=-1)  # (n, b)
+        return (scores.softmax(dim=1).unsqueeze(-1) * normed).sum(dim=1)  # (n, r)
+
+    def _logits(self, z: torch.Tensor, block: int) -> torch.Tensor:
+        """Routing logits ``l_b`` (rows x M) from block ``block``'s state ``z_b``."""
+        zn = rms_norm(z)
+        self._normed.append(zn)
+        if block == 0:  # the depth summary of the first block is zero
+            return torch.addmm(self._bias[0], zn, self._G[: self.rank])
         return torch.addmm(self._bias[block], torch.cat([zn, self._summary(block)], -1),
                            self._G)
 
     def route(self, logits: torch.Tensor) -> torch.Tensor:
-        """Sparse convex weights ``alpha`` (rows x M): softmax over the top-k logits."""
+        """Sparse convex weights ``alpha`` (rows x M): softmax over the top-k logits.
+
+        The values are exactly that; for ``top_k < M`` the gradient is the dense
+        softmax's over all ``M`` logits (straight-through). The exact gradient would
+        ignore the atoms left out and vanish for ``top_k = 1``.
+        """
         if self.temperature != 1.0:
             logits = logits / self.temperature
         if self.top_k == self.n_atoms:
             return logits.softmax(dim=-1)
-        top, index = logits.topk(self.top_k, dim=-1)  # (n, k)
-        return torch.zeros_like(logits).scatter(-1, index, top.softmax(dim=-1))
+        top, index = logits.detach().topk(self.top_k, dim=-1)  # (n, k)
+        alpha = torch.zeros_like(logits).scatter(-1, index, top.softmax(dim=-1))
+        if not logits.requires_grad:
+            return alpha
+        dense = logits.softmax(dim=-1)
+        return alpha + (dense - dense.detach())  # exactly alpha: x - x == 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        """See the input of the first adapted layer; the method routes without it."""
 
     def open_block(self, block: int, u: torch.Tensor) -> None:
         """Route block ``block`` from its first layer's low-rank state ``u = A h``."""
         if block == 0:
-            self._begin_pass()
+            self._normed, self.routing = [], []
+            self._deltas_flat = self.atom_deltas.view(self.n_atoms, -1)  # (M, r*r)
+            self._prepare_router()
         # pool over tokens for sequence inputs: (n, r)
         z = u if u.dim() == 2 else u.reshape(u.shape[0], -1, self.rank).mean(dim=1)
-        zn = rms_norm(z)
-        alpha = self.route(self._logits(zn, block))
-        self._states.append(z)
-        self._normed.append(zn)
+        alpha = self.route(self._logits(z, block))
         self.routing.append(alpha.detach())
         # S = sum_m alpha_m (I + D_m) = I + alpha D, as sum(alpha) = 1: one addmm, (n, r*r)
         self._S = torch.addmm(self.eye.view(-1), alpha, self._deltas_flat)
@@ -215,7 +263,7 @@ class AtomMemory(nn.Module):
 
     def close(self) -> None:
         """Drop the per-pass tensors once the last block has run."""
-        self._states, self._normed = [], []
+        self._normed = []
         self._S = self._G = self._bias = self._deltas_flat = None
 
 
@@ -244,6 +292,11 @@ class QueryableLoraLinear(LoraLinear):
         object.__setattr__(self, "memory", memory)  # a reference, not a submodule
         self.index, self.block_size, self.n_layers = index, block_size, n_layers
         self.block = index // block_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.index == 0:
+            self.memory.observe(x)
+        return super().forward(x)
 
     def bottleneck(self, u: torch.Tensor) -> torch.Tensor:
         memory = self.memory

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ..adapters import LoraLinear, inject, routing_weights
+from ..adapters import QUERIES, LoraLinear, inject, routing_weights
 from ._base import BaseNeuralRegressor
 from ._net import ACTIVATIONS, MLP, _safe_std
 
@@ -412,6 +412,16 @@ class QueryableLoraRegressor(LoraRegressor):
         How the description is embedded (see :mod:`qlsk.text`).
     target_modules : None, str, list of str or callable, default=None
         Layers to adapt, in forward order (see :func:`qlsk.adapters.inject`).
+    query : {{"state+depth", "state", "detached", "constant", "random"}}, \
+            default="state+depth"
+        Where the routing query comes from (ablations, ``docs/method.md``): the
+        block's low-rank state plus the depth summary of earlier blocks (the
+        method); the state alone; the method's query with no gradient into ``A``
+        through it; a learned constant per block (the same route for every row); a
+        fixed random projection of the input (routing never trains).
+    freeze_atoms : bool, default=False
+        Fix every atom at the identity: the update is then plain LoRA whatever the
+        routing (an ablation).
     {_TRAINING_DOC}
     Attributes
     ----------
@@ -431,9 +441,9 @@ class QueryableLoraRegressor(LoraRegressor):
 
     def __init__(self, base=None, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
                  temperature=1.0, prior_strength=1.0, task_description=None,
-                 text_encoder="lexical", target_modules=None,
-                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0,
-                 max_epochs=200, batch_size=32, early_stopping=False,
+                 text_encoder="lexical", target_modules=None, query="state+depth",
+                 freeze_atoms=False, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
         super().__init__(
@@ -449,6 +459,8 @@ class QueryableLoraRegressor(LoraRegressor):
         self.prior_strength = prior_strength
         self.task_description = task_description
         self.text_encoder = text_encoder
+        self.query = query
+        self.freeze_atoms = freeze_atoms
 
     _method = "queryable"
 
@@ -461,6 +473,8 @@ class QueryableLoraRegressor(LoraRegressor):
         "prior_strength": [Interval(Real, 0, None, closed="left")],
         "task_description": [None, str, "array-like"],
         "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
+        "query": [StrOptions(set(QUERIES))],
+        "freeze_atoms": ["boolean"],
     }
 
     def _check_params(self):
@@ -474,7 +488,8 @@ class QueryableLoraRegressor(LoraRegressor):
                 "block_size": self.block_size, "temperature": self.temperature,
                 "prior_strength": self.prior_strength,
                 "task_description": self.task_description,
-                "text_encoder": self.text_encoder}
+                "text_encoder": self.text_encoder, "query": self.query,
+                "freeze_atoms": self.freeze_atoms}
 
     def atom_usage(self, X) -> np.ndarray:
         """Each block's routing weights for the rows of ``X``.
