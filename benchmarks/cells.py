@@ -16,18 +16,19 @@ import optuna
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.metrics import r2_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from threadpoolctl import threadpool_limits
 
 from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import list_tasks, load_task
 from qlsk.tuning import tune
 
+from .peers import PEERS, ard_gp, make_peer, smt_available
+
 METHODS = ("base", "target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading",
-           "gp", "peft-lora", "peft-vblora")
+           "gp", *PEERS, "peft-lora", "peft-vblora")
 NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading", "peft-lora",
           "peft-vblora")
 
@@ -46,12 +47,7 @@ def _seed(*parts) -> int:
 def _gp(seed: int, bounds) -> Pipeline:
     """A GP with one length scale per input, on inputs scaled to the task's unit box."""
     lo, span = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
-    kernel = (ConstantKernel() * RBF(np.ones(len(lo)), length_scale_bounds=(1e-2, 1e3))
-              + WhiteKernel(1e-2))
-    return make_pipeline(
-        FunctionTransformer(lambda X: (X - lo) / span),
-        GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
-                                 random_state=seed))
+    return make_pipeline(FunctionTransformer(lambda X: (X - lo) / span), ard_gp(len(lo), seed))
 
 
 def _models(config, task_name, description, base, seed, n_features):
@@ -96,6 +92,7 @@ def _stability(history) -> float:
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     """Run every configured method at every sample size on one (task, seed) cell."""
     torch.set_num_threads(1)  # cells run in parallel processes
+    threadpool_limits(1)  # and BLAS under the GPs: oversubscribed, MFK ran 10-25x slower
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     base = base_time = None
@@ -125,11 +122,16 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
                "noise": config["noise"], "n_source": config["n_source"],
                "max_epochs": config["max_epochs"], "base_epochs": config["base_epochs"],
                "lr": config["lr"], "tune_trials": config["tune_trials"]}
+        if method == "mfk" and not smt_available():
+            rows.append({**row, "rmse_sd": float("nan"), "r2": float("nan"),
+                         "note": "skipped: smt is not installed (pip install qlsk[mf])"})
+            continue
         t0 = time.perf_counter()
         if method == "base":
             model, fit_time = base, base_time
-        elif method == "gp":
-            model = _gp(seed, task.bounds)
+        elif method == "gp" or method in PEERS:
+            model = (_gp(seed, task.bounds) if method == "gp"
+                     else make_peer(method, base, task, seed))
             with warnings.catch_warnings():  # length scales at their bounds are fine here
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.fit(task.X_train, task.y_train)

@@ -13,6 +13,8 @@ LABELS = {
     "lora": "LoRA (param-matched)", "ql": "QL, no prior", "ql-prior": "QL + description",
     "ql-misleading": "QL + wrong description", "gp": "GP (target only)",
     "peft-lora": "PEFT LoRA (param-matched)", "peft-vblora": "PEFT VB-LoRA",
+    "gp-ar1": "GP AR1 (ρ·base + c + GP)", "gp-nargp": "NARGP (GP on [x, base(x)])",
+    "mfk": "SMT MFK (source as low fidelity)",
 }
 
 

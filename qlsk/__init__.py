@@ -3,6 +3,8 @@
 from .estimators import (
     FewShotRegressor,
     FineTuneRegressor,
+    GPDiscrepancyRegressor,
+    GradientDiagnostics,
     LoraRegressor,
     MLPRegressor,
     QueryableLoraRegressor,
@@ -14,6 +16,8 @@ from .estimators import (
 
 __version__ = "0.1.0"
 
-__all__ = ["FewShotRegressor", "FineTuneRegressor", "LoraRegressor", "MLPRegressor",
-           "QueryableLoraRegressor", "SharedMemoryRegressor", "TrainingDivergedError",
-           "__version__", "load", "save"]
+__all__ = [
+    "FewShotRegressor", "FineTuneRegressor", "GPDiscrepancyRegressor", "GradientDiagnostics",
+    "LoraRegressor", "MLPRegressor", "QueryableLoraRegressor", "SharedMemoryRegressor",
+    "TrainingDivergedError", "__version__", "load", "save"
+]

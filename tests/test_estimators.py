@@ -362,3 +362,46 @@ def test_ablation_switches_reach_the_adapter_and_survive_save_load(query, base, 
     qlsk.save(model, tmp_path / "m.qlsk")
     np.testing.assert_allclose(qlsk.load(tmp_path / "m.qlsk").atom_usage(task.X_test[:50]),
                                model.atom_usage(task.X_test[:50]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ADAPTERS)
+def test_output_calibration_fixes_a_base_wrong_in_scale(cls, base, task, tmp_path):
+    # The same shape at three times the scale plus an offset: rho and c absorb it.
+    y = 3 * task.y_train + 5
+    plain = small(cls, base=base, max_epochs=20).fit(task.X_train, y)
+    calibrated = small(cls, base=base, max_epochs=20, output_calibration=True).fit(
+        task.X_train, y)
+    module = calibrated.module_
+    assert module.rho.item() == pytest.approx(3, rel=0.2)
+    assert calibrated.n_trainable_params_ == plain.n_trainable_params_ + 2
+    error = {name: np.sqrt(np.mean((m.predict(task.X_test) - 3 * task.y_test - 5) ** 2))
+             for name, m in (("plain", plain), ("calibrated", calibrated))}
+    assert error["calibrated"] < 0.5 * error["plain"]
+    qlsk.save(calibrated, tmp_path / "c.qlsk")
+    np.testing.assert_allclose(qlsk.load(tmp_path / "c.qlsk").predict(task.X_test),
+                               calibrated.predict(task.X_test), rtol=1e-6)
+
+
+def test_output_calibration_on_a_base_without_signal_falls_back_with_a_warning(task):
+    from qlsk.adapters.calibration import CalibrationWarning
+
+    constant = nn.Sequential(nn.Linear(4, 1))
+    nn.init.zeros_(constant[0].weight)
+    with pytest.warns(CalibrationWarning, match="no signal|almost no signal|constant"):
+        model = small(LoraRegressor, base=constant, max_epochs=2,
+                      output_calibration=True).fit(task.X_train, task.y_train)
+    assert model.module_.rho.item() == pytest.approx(1.0, abs=0.05)  # started at 1, trained
+
+
+def test_output_calibration_refuses_a_base_that_predicts_nan(task):
+    class NaNBase(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+
+        def forward(self, X):
+            return self.layer(X) * torch.nan
+
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        small(LoraRegressor, base=NaNBase(), output_calibration=True).fit(
+            task.X_train, task.y_train)

@@ -5,6 +5,7 @@ estimators are one of its clients.
 """
 
 from .ablations import QUERIES, build_memory
+from .calibration import OutputCalibration, least_squares_calibration, uncalibrated
 from .diagnostics import (
     adapter_grad_norms,
     atom_usage,
@@ -31,9 +32,9 @@ from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
 
 __all__ = [
     "LORA_OPTIONS", "QUERIES", "QUERYABLE_OPTIONS", "AdaptedModel", "AtomMemory", "LoraLinear",
-    "PriorMap", "QueryableLoraLinear", "SharedMemoryModel", "adapter_grad_norms",
-    "adapter_state_dict", "atom_usage",
-    "build_memory", "count_trainable_parameters", "gradient_concentration", "inject",
-    "instruction_prior", "load_adapter", "load_adapter_state_dict", "merge",
-    "routing_weights", "save_adapter", "unmerge", "usage_entropy",
+    "OutputCalibration", "PriorMap", "QueryableLoraLinear", "SharedMemoryModel",
+    "adapter_grad_norms", "adapter_state_dict", "atom_usage", "build_memory",
+    "count_trainable_parameters", "gradient_concentration", "inject", "instruction_prior",
+    "least_squares_calibration", "load_adapter", "load_adapter_state_dict", "merge",
+    "routing_weights", "save_adapter", "uncalibrated", "unmerge", "usage_entropy"
 ]

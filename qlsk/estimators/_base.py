@@ -32,6 +32,31 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _kept(key: str) -> bool:
+    """History keys worth keeping: all but skorch's bookkeeping.
+
+    That is ``epoch``, the losses, ``dur`` and whatever a user's callback records; not
+    the per-batch log, batch counts, best-so-far flags or checkpoint events.
+    """
+    return not (key == "batches" or key.endswith(("_best", "_batch_count"))
+                or key.startswith("event_"))
+
+
+def _plain(value):
+    """Plain Python numbers and lists: they print and serialise cleanly."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    if isinstance(value, torch.Tensor | np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
     """Validation, seeding, the skorch training loop and prediction.
 
@@ -141,11 +166,8 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         self.net_ = net
         self.n_outputs_ = y.shape[1]
         self.n_trainable_params_ = sum(p.numel() for _, p in net.get_all_learnable_params())
-        self.history_ = [  # plain Python numbers: they print and serialise cleanly
-            {k: (int if k == "epoch" else float)(row[k])
-             for k in ("epoch", "train_loss", "valid_loss", "dur") if k in row}
-            for row in net.history
-        ]
+        self.history_ = [{k: _plain(v) for k, v in row.items() if _kept(k)}
+                         for row in net.history]
         return self
 
     def _validate_predict_data(self, X) -> np.ndarray:

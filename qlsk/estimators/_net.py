@@ -149,6 +149,11 @@ class Net(NeuralNetRegressor):
         self.seed = seed
         self.predict_batch_size = predict_batch_size
 
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        penalty = getattr(self.module_, "penalty", None)  # a prior on the module's own terms
+        return loss + penalty() if training and penalty is not None else loss
+
     def get_all_learnable_params(self):
         for name, param in super().get_all_learnable_params():
             if param.requires_grad:

@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import AdaptedModel, inject
+from ..adapters.calibration import OutputCalibration, uncalibrated
 from ._net import MLP
 
 FORMAT = "qlsk-1"
@@ -42,7 +43,8 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
     loaded model refits from the same base rather than pretraining a new one.
     """
     check_is_fitted(estimator, "net_")
-    module = estimator.net_.module_
+    whole = estimator.net_.module_
+    module = uncalibrated(whole)
     adapted = isinstance(module, AdaptedModel)
     mlp = module.base_model if adapted else module
     if not isinstance(mlp, MLP):
@@ -55,6 +57,7 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
         "adapter": ({"method": module.method, "config": {
             k: v for k, v in module.config.items()
             if k not in ("task_description", "text_encoder")}} if adapted else None),
+        "calibrated": whole is not module,
         "n_features_in_": int(estimator.n_features_in_),
         "feature_names_in_": (estimator.feature_names_in_.tolist()
                               if hasattr(estimator, "feature_names_in_") else None),
@@ -64,7 +67,7 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
         "history_": estimator.history_,
     }
     tensors = {prefix + k: v.detach().cpu().contiguous()
-               for k, v in module.state_dict().items()}
+               for k, v in whole.state_dict().items()}
     if "base" in estimator.get_params(deep=False):
         # base=None pretrained its own base_: kept too, though a refit pretrains anew
         key = "base" if estimator.base is not None else "pretrained_base"
@@ -179,12 +182,15 @@ def _restore(meta: dict, tensors: dict, prefix: str, device: str):
     estimator = getattr(regressors, meta["class"])(**params)
     state = {k[len(prefix):]: v for k, v in tensors.items()
              if k.startswith(prefix) and "/" not in k[len(prefix):]}
+    inner = "model." if meta.get("calibrated") else ""
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: keep RNG
         module = MLP(**meta["mlp"])
         if meta["adapter"] is not None:
             module = inject(module, meta["adapter"]["method"], **meta["adapter"]["config"])
-        if "memory.log_prior" in state:
-            module.memory.set_prior(state["memory.log_prior"])
+        if inner + "memory.log_prior" in state:
+            module.memory.set_prior(state[inner + "memory.log_prior"])
+        if inner:
+            module = OutputCalibration(module, torch.ones(meta["n_outputs_"]))
     module.load_state_dict(state)
     estimator.net_ = estimator._make_net(module, module_scale(module), 2, 0, device)
     estimator.net_.initialize()
@@ -218,5 +224,6 @@ def _restore_base(meta: dict, tensors: dict, prefix: str, device: str):
 
 
 def module_scale(module) -> torch.Tensor:
+    module = uncalibrated(module)
     mlp = module.base_model if isinstance(module, AdaptedModel) else module
     return mlp.y_scale.clone()

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..adapters import QUERIES, LoraLinear, inject, routing_weights
+from ..adapters.calibration import OutputCalibration, uncalibrated
 from ._base import BaseNeuralRegressor
 from ._net import ACTIVATIONS, MLP, _safe_std
 
@@ -207,7 +208,13 @@ class _AdaptingRegressor(BaseNeuralRegressor):
         **BaseNeuralRegressor._parameter_constraints,
         "base": "no_validation",  # a fitted estimator, module, path or None: _base_module
         "hidden_layer_sizes": MLPRegressor._parameter_constraints["hidden_layer_sizes"],
+        "output_calibration": ["boolean"],
+        "calibration_shrinkage": [Interval(Real, 0, None, closed="left")],
     }
+
+    # Defaults for subclasses that do not offer the calibration as parameters.
+    output_calibration = False
+    calibration_shrinkage = 0.0
 
     def _check_params(self):
         super()._check_params()
@@ -255,7 +262,15 @@ class _AdaptingRegressor(BaseNeuralRegressor):
         _check_fits(module, X.shape[1], y.shape[1])
         scale = module.y_scale.clone() if isinstance(module, MLP) else torch.as_tensor(
             _safe_std(y), dtype=torch.float32)
-        return self._adapt(module), scale
+        if not self.output_calibration:
+            return self._adapt(module), scale
+        # the base's predictions, taken before the adapters change the module in place
+        with torch.no_grad():
+            start = torch.cat([module.eval()(torch.as_tensor(X[i:i + 65536]))
+                               for i in range(0, len(X), 65536)])
+        return OutputCalibration.from_predictions(
+            self._adapt(module), start, y, shrinkage=self.calibration_shrinkage,
+            scale=scale), scale
 
 
 def _check_fits(module: nn.Module, n_features: int, n_outputs: int) -> None:
@@ -291,13 +306,26 @@ _ADAPT_DOC = """
         early-stopping settings.
 """
 
+_CALIBRATION_DOC = """
+    output_calibration : bool, default=False
+        Predict ``rho * g(x) + c`` with a trainable scale ``rho`` and shift ``c`` per
+        output around the adapted network ``g``, initialised by least squares of the
+        targets on the base's predictions and trained with the adapter (the
+        autoregressive multi-fidelity model; see :mod:`qlsk.adapters.calibration`).
+        It pays where the base is right in shape but wrong in scale;
+        ``docs/benchmarks.md`` shows where it costs.
+    calibration_shrinkage : float, default=0.0
+        Strength, in pseudo-rows, of a prior holding ``rho`` near 1 and ``c`` near 0
+        (0: plain least squares); the same prior is a penalty during training.
+"""
+
 
 class FineTuneRegressor(_AdaptingRegressor):
     __doc__ = f"""Full fine-tuning: every weight of a copy of the base is trained.
 
     Parameters
     ----------
-    {_ADAPT_DOC}{_TRAINING_DOC}
+    {_ADAPT_DOC}{_CALIBRATION_DOC}{_TRAINING_DOC}
     Attributes
     ----------
     base_ : estimator or torch.nn.Module
@@ -314,6 +342,18 @@ class FineTuneRegressor(_AdaptingRegressor):
     (2,)
     """
 
+    def __init__(self, base=None, output_calibration=False, calibration_shrinkage=0.0,
+                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0, max_epochs=200,
+                 batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
+                 device="cpu", random_state=None, verbose=0, callbacks=None):
+        super().__init__(
+            base=base, hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
+            max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, patience=patience, device=device,
+            random_state=random_state, verbose=verbose, callbacks=callbacks)
+        self.output_calibration = output_calibration
+        self.calibration_shrinkage = calibration_shrinkage
+
     def _adapt(self, module):
         return module.requires_grad_(True)
 
@@ -323,7 +363,7 @@ class LoraRegressor(_AdaptingRegressor):
 
     Parameters
     ----------
-    {_ADAPT_DOC}
+    {_ADAPT_DOC}{_CALIBRATION_DOC}
     rank : int, default=8
         Rank of every update.
     alpha : float, default=16.0
@@ -349,6 +389,7 @@ class LoraRegressor(_AdaptingRegressor):
     """
 
     def __init__(self, base=None, rank=8, alpha=16.0, target_modules=None,
+                 output_calibration=False, calibration_shrinkage=0.0,
                  hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0,
                  max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
@@ -358,6 +399,8 @@ class LoraRegressor(_AdaptingRegressor):
             max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
             validation_fraction=validation_fraction, patience=patience, device=device,
             random_state=random_state, verbose=verbose, callbacks=callbacks)
+        self.output_calibration = output_calibration
+        self.calibration_shrinkage = calibration_shrinkage
         self.rank = rank
         self.alpha = alpha
         self.target_modules = target_modules
@@ -390,7 +433,7 @@ class QueryableLoraRegressor(LoraRegressor):
 
     Parameters
     ----------
-    {_ADAPT_DOC}
+    {_ADAPT_DOC}{_CALIBRATION_DOC}
     rank : int, default=8
         Rank of every update; atoms are ``rank x rank``.
     alpha : float, default=16.0
@@ -442,12 +485,13 @@ class QueryableLoraRegressor(LoraRegressor):
     def __init__(self, base=None, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
                  temperature=1.0, prior_strength=1.0, task_description=None,
                  text_encoder="lexical", target_modules=None, query="state+depth",
-                 freeze_atoms=False, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
-                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
-                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
-                 verbose=0, callbacks=None):
+                 freeze_atoms=False, output_calibration=False, calibration_shrinkage=0.0,
+                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0, max_epochs=200,
+                 batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
+                 device="cpu", random_state=None, verbose=0, callbacks=None):
         super().__init__(
             base=base, rank=rank, alpha=alpha, target_modules=target_modules,
+            output_calibration=output_calibration, calibration_shrinkage=calibration_shrinkage,
             hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
             max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
             validation_fraction=validation_fraction, patience=patience, device=device,
@@ -505,7 +549,7 @@ class QueryableLoraRegressor(LoraRegressor):
             ``.mean(axis=1)`` is the usage of every atom per block.
         """
         X = self._validate_predict_data(X)
-        module = self.net_.module_.eval()
+        module = uncalibrated(self.net_.module_).eval()
         device = next(module.parameters()).device
         chunks = []
         with torch.no_grad():
