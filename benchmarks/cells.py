@@ -28,9 +28,9 @@ from qlsk.tuning import tune
 from .peers import PEERS, ard_gp, make_peer, smt_available
 
 METHODS = ("base", "target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading",
-           "gp", *PEERS, "peft-lora", "peft-vblora")
-NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading", "peft-lora",
-          "peft-vblora")
+           "lora-cal", "ql-cal", "gp", *PEERS, "peft-lora", "peft-vblora")
+NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading", "lora-cal",
+          "ql-cal", "peft-lora", "peft-vblora")
 
 
 def misleading_description(task_name: str) -> str:
@@ -66,6 +66,8 @@ def _models(config, task_name, description, base, seed, n_features):
     }
     rank = matched_lora_rank(models["ql"], base, n_features)
     models["lora"] = LoraRegressor(base=base, rank=rank, **common)
+    models["lora-cal"] = clone(models["lora"]).set_params(output_calibration=True)
+    models["ql-cal"] = clone(models["ql"]).set_params(output_calibration=True)
     if "peft-lora" in config["methods"] or "peft-vblora" in config["methods"]:
         from .peft_methods import PeftRegressor
 

@@ -14,7 +14,8 @@ LABELS = {
     "ql-misleading": "QL + wrong description", "gp": "GP (target only)",
     "peft-lora": "PEFT LoRA (param-matched)", "peft-vblora": "PEFT VB-LoRA",
     "gp-ar1": "GP AR1 (ρ·base + c + GP)", "gp-nargp": "NARGP (GP on [x, base(x)])",
-    "mfk": "SMT MFK (source as low fidelity)",
+    "mfk": "SMT MFK (source as low fidelity)", "lora-cal": "LoRA + output calibration",
+    "ql-cal": "QL + output calibration",
 }
 
 
@@ -71,16 +72,20 @@ def _plots(df: pd.DataFrame, rows: list[dict], methods: list[str], output: str) 
 
     written = []
     for task, group in df.groupby("task", sort=False):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        # accuracy and fit time against n side by side: the GPs' cost grows with n^3
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         for m in methods:
-            stats = group[group.method == m].groupby("n_train")["rmse_sd"]
-            if len(stats):
-                mean, std = stats.mean(), stats.std(ddof=0).fillna(0)
-                ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3,
-                            label=LABELS[m])
-        ax.set(xscale="log", yscale="log", xlabel="target training samples",
-               ylabel="test RMSE / sd(target)", title=task)
-        ax.legend(fontsize=7)
+            for ax, column in zip(axes, ("rmse_sd", "fit_time_s")):
+                stats = group[group.method == m].groupby("n_train")[column]
+                if len(stats) and stats.mean().notna().any():
+                    mean, std = stats.mean(), stats.std(ddof=0).fillna(0)
+                    ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o",
+                                capsize=3, label=LABELS[m])
+        axes[0].set(xscale="log", yscale="log", xlabel="target training samples",
+                    ylabel="test RMSE / sd(target)", title=task)
+        axes[1].set(xscale="log", yscale="log", xlabel="target training samples",
+                    ylabel="fit time (s)", title=f"{task}: fit time")
+        axes[0].legend(fontsize=7)
         written.append(_save(fig, output, f"error_vs_n_{task}.png"))
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
