@@ -40,7 +40,7 @@ def _cell(task_name: str, seed: int) -> list[dict]:
                                                                       task.y_source)
         for method, (cls, params) in METHODS.items():
             for variant, shrinkage in VARIANTS.items():
-                calibration = {} if shrinkage is None else {
+                calibration = {"output_calibration": False} if shrinkage is None else {
                     "output_calibration": True, "calibration_shrinkage": shrinkage}
                 model = cls(base=base, max_epochs=150, random_state=seed, **params,
                             **calibration).fit(task.X_train, task.y_train)

@@ -54,18 +54,19 @@ def _models(config, task_name, description, base, seed, n_features):
     common = {"max_epochs": config["max_epochs"], "batch_size": config["batch_size"],
               "lr": config["lr"], "early_stopping": config["early_stopping"],
               "random_state": seed}
+    plain = {"output_calibration": False}  # the adapters as in the paper; "-cal" adds it
     ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
           "block_size": config["block_size"], "base": base, **common}
     models = {
         "target-only": MLPRegressor(hidden_layer_sizes=config["hidden"], **common),
-        "finetune": FineTuneRegressor(base=base, **common),
-        "ql": QueryableLoraRegressor(**ql),
-        "ql-prior": QueryableLoraRegressor(task_description=description, **ql),
+        "finetune": FineTuneRegressor(base=base, **plain, **common),
+        "ql": QueryableLoraRegressor(**plain, **ql),
+        "ql-prior": QueryableLoraRegressor(task_description=description, **plain, **ql),
         "ql-misleading": QueryableLoraRegressor(
-            task_description=misleading_description(task_name), **ql),
+            task_description=misleading_description(task_name), **plain, **ql),
     }
     rank = matched_lora_rank(models["ql"], base, n_features)
-    models["lora"] = LoraRegressor(base=base, rank=rank, **common)
+    models["lora"] = LoraRegressor(base=base, rank=rank, **plain, **common)
     models["lora-cal"] = clone(models["lora"]).set_params(output_calibration=True)
     models["ql-cal"] = clone(models["ql"]).set_params(output_calibration=True)
     if "peft-lora" in config["methods"] or "peft-vblora" in config["methods"]:
@@ -81,7 +82,8 @@ def matched_lora_rank(ql: QueryableLoraRegressor, base: MLPRegressor, n_features
     """The LoRA rank whose trainable parameter count is closest to Queryable LoRA's."""
     X, y = np.zeros((2, n_features)), np.zeros(2)
     n_ql = clone(ql).set_params(max_epochs=1, random_state=0).fit(X, y).n_trainable_params_
-    per_rank = LoraRegressor(base=base, rank=1, max_epochs=1, random_state=0).fit(
+    per_rank = LoraRegressor(base=base, rank=1, max_epochs=1, random_state=0,
+                             output_calibration=ql.output_calibration).fit(
         X, y).n_trainable_params_
     return max(1, int(round(n_ql / per_rank)))
 

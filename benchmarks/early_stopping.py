@@ -20,19 +20,13 @@ import torch
 from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
 
+from .stats import geometric_ratio_ci
+
 TASKS = ["currin-lf-to-hf", "borehole-kw-range", "ishigami-b-halved", "gfunc-reweighted",
          "lim-pol-to-non"]
 SEEDS = [10, 11]
 SIZES = [50, 200]
 METHODS = {"mlp": MLPRegressor, "lora": LoraRegressor, "ql": QueryableLoraRegressor}
-
-
-def geometric_ratio_ci(ratios: np.ndarray, n_boot: int = 2000, seed: int = 0):
-    """Geometric mean of ``ratios`` with a percentile bootstrap 95% interval."""
-    logs = np.log(ratios)
-    rng = np.random.default_rng(seed)
-    boot = logs[rng.integers(0, len(logs), (n_boot, len(logs)))].mean(axis=1)
-    return tuple(float(np.exp(v)) for v in (logs.mean(), *np.percentile(boot, [2.5, 97.5])))
 
 
 def _rows(task_name: str, seed: int, n: int, base, noise_only: bool) -> list[dict]:

@@ -16,6 +16,7 @@ from qlsk import (
     load,
     save,
 )
+from qlsk.adapters import AdaptedModel
 from qlsk.estimators.callbacks import layer_grad_norms
 
 EPOCHS = 3
@@ -26,7 +27,7 @@ def data():
     rng = np.random.default_rng(0)
     X = rng.random((40, 3))
     y = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2]
-    base = MLPRegressor(hidden_layer_sizes=(16, 16, 16), max_epochs=3,
+    base = MLPRegressor(hidden_layer_sizes=(16, 16, 16), max_epochs=30,
                         random_state=0).fit(X, y)
     return X, y + 0.3 * X[:, 0], base
 
@@ -59,7 +60,8 @@ def test_norms_are_the_adapter_gradients_for_adapters_and_weights_for_finetuning
     module.zero_grad()
     loss.backward()
     norms = layer_grad_norms(module)
-    first = module.adapted_layers[0]
+    adapted = next(m for m in module.modules() if isinstance(m, AdaptedModel))
+    first = adapted.adapted_layers[0]
     expected = torch.sqrt(first.lora_A.grad.pow(2).sum() + first.lora_B.grad.pow(2).sum())
     assert norms[0] == pytest.approx(float(expected))
 
@@ -85,3 +87,11 @@ def test_off_by_default_and_history_survives_save_and_load(data, tmp_path):
 def test_nothing_to_measure_is_refused():
     with pytest.raises(TypeError, match="nothing to take gradient norms of"):
         layer_grad_norms(torch.nn.Linear(2, 2).requires_grad_(False))
+
+
+def test_one_norm_per_adapted_layer_when_only_some_are_adapted(data):
+    X, y, base = data
+    model = QueryableLoraRegressor(base=base, rank=2, n_atoms=4, block_size=1,
+                                   target_modules=r"layers\.(0|4)", max_epochs=2,
+                                   random_state=0, callbacks=[GradientDiagnostics()]).fit(X, y)
+    assert [len(row["grad_norms"]) for row in model.history_] == [2, 2]

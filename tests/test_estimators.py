@@ -82,8 +82,11 @@ def test_fitted_attributes_and_atom_usage(base, task):
                                    task_description=task.description)
     model.fit(task.X_train, task.y_train)
     assert len(model.history_) <= 5 and {"train_loss", "valid_loss"} <= set(model.history_[0])
-    lora = LoraRegressor(base=base, rank=4, max_epochs=1).fit(task.X_train, task.y_train)
+    lora = LoraRegressor(base=base, rank=4, max_epochs=1, output_calibration=False).fit(
+        task.X_train, task.y_train)
     assert lora.n_trainable_params_ == 4 * ((4 + 64) + 2 * (64 + 64) + (64 + 1))
+    calibrated = clone(lora).set_params(output_calibration=True).fit(task.X_train, task.y_train)
+    assert calibrated.n_trainable_params_ == lora.n_trainable_params_ + 2  # rho and c
     assert model.n_trainable_params_ > lora.n_trainable_params_
     usage = model.atom_usage(task.X_test[:50])
     assert usage.shape == (2, 50, 8)
@@ -130,7 +133,7 @@ def test_gridsearch_folds_start_from_the_base(base, task):
             starts.append(net.predict(X))
 
     model = QueryableLoraRegressor(base=base, max_epochs=2, random_state=0,
-                                   callbacks=[Record()])
+                                   output_calibration=False, callbacks=[Record()])
     search = GridSearchCV(model, {"rank": [2, 4], "n_atoms": [4], "top_k": [1, 2],
                                   "prior_strength": [0.0]}, cv=KFold(2), refit=True)
     search.fit(X, y)
@@ -368,7 +371,8 @@ def test_ablation_switches_reach_the_adapter_and_survive_save_load(query, base, 
 def test_output_calibration_fixes_a_base_wrong_in_scale(cls, base, task, tmp_path):
     # The same shape at three times the scale plus an offset: rho and c absorb it.
     y = 3 * task.y_train + 5
-    plain = small(cls, base=base, max_epochs=20).fit(task.X_train, y)
+    plain = small(cls, base=base, max_epochs=20, output_calibration=False).fit(
+        task.X_train, y)
     calibrated = small(cls, base=base, max_epochs=20, output_calibration=True).fit(
         task.X_train, y)
     module = calibrated.module_

@@ -212,3 +212,15 @@ def test_continual_stages_carry_grow_and_freeze_the_memory(fam, base):
     model.set_params(warm_start=False)
     model.fit(fam.X_train[rows["first"]], fam.y_train[rows["first"]])
     assert len(model.stages_) == 1 and _memory(model)["atom_deltas"].shape[0] == 8
+
+
+def test_a_failed_stage_leaves_the_earlier_stages_intact(fam, base):
+    model = SharedMemoryRegressor(base=base, warm_start=True, **TINY)
+    model.fit(fam.X_train, fam.y_train)
+    expected, stages = model.predict(fam.X_heldout[:20]), model.stages_
+    bad = fam.X_train.copy()
+    bad.iloc[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        model.fit(bad, fam.y_train)
+    assert model.stages_ is stages and len(model.stages_) == 1
+    np.testing.assert_array_equal(model.predict(fam.X_heldout[:20]), expected)

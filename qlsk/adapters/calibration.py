@@ -107,6 +107,14 @@ class OutputCalibration(nn.Module):
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.rho * self.model(*args, **kwargs) + self.c
 
+    def __getattr__(self, name: str):
+        # Everything else is the wrapped model's (its memory, adapted layers, config),
+        # so code written for the adapted network works on the calibrated one.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
+
     def penalty(self) -> torch.Tensor:
         """The prior's term to add to the training loss (0 without a prior).
 

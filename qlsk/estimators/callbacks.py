@@ -12,10 +12,11 @@ from ..adapters import AdaptedModel, adapter_grad_norms, gradient_concentration
 def layer_grad_norms(module: nn.Module) -> torch.Tensor:
     """Per-layer gradient norms of whatever ``module`` trains, after ``backward()``.
 
-    An adapted model (LoRA or Queryable LoRA): the norm of each adapted layer's ``A``
-    and ``B`` gradients (:func:`qlsk.adapters.adapter_grad_norms`). Any other network
-    (fine-tuning, an MLP from scratch): the norm of the weight gradient of each trained
-    ``nn.Linear``, in registration order.
+    A module that is or holds an adapted model (LoRA or Queryable LoRA, also inside
+    an output calibration): the norm of each adapted layer's ``A`` and ``B`` gradients
+    (:func:`qlsk.adapters.adapter_grad_norms`). Any other network (fine-tuning, an MLP
+    from scratch): the norm of the weight gradient of each trained ``nn.Linear``, in
+    registration order.
 
     Returns
     -------
@@ -27,8 +28,9 @@ def layer_grad_norms(module: nn.Module) -> torch.Tensor:
     TypeError
         If the module has neither adapted layers nor a trained ``nn.Linear``.
     """
-    if isinstance(module, AdaptedModel):
-        return adapter_grad_norms(module).detach()
+    adapted = next((m for m in module.modules() if isinstance(m, AdaptedModel)), None)
+    if adapted is not None:
+        return adapter_grad_norms(adapted).detach()
     weights = [m.weight for m in module.modules()
                if isinstance(m, nn.Linear) and m.weight.requires_grad]
     if not weights:

@@ -31,7 +31,7 @@ from ..adapters.prior_map import (
     save_memory,
 )
 from ..text import embed
-from ._base import BaseNeuralRegressor
+from ._base import _FITTED, BaseNeuralRegressor
 from ._net import Net, _Batches, _safe_std
 from .regressors import (
     _ADAPT_DOC,
@@ -392,13 +392,18 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         ValueError
             For the problems listed in ``docs/multitask.md`` (a missing or empty
             description, inputs that differ between tasks or from the base, a memory of
-            another shape, ...). A failed fit leaves the estimator unfitted, earlier
-            stages included.
+            another shape, ...). A failed first fit leaves the estimator unfitted; a
+            failed later stage (``warm_start``) leaves the earlier stages as they were.
         """
         previous = self._previous_stage()
+        kept = {name: self.__dict__[name] for name in (*_FITTED, *_DESCRIBED_FITTED)
+                if previous is not None and name in self.__dict__}
         self._previous = previous
         try:
             super().fit(X, y)
+        except BaseException:
+            self.__dict__.update(kept)  # a failed stage leaves the earlier stages intact
+            raise
         finally:
             del self._previous
         self._record_stage(X, previous)
