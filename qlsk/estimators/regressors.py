@@ -51,8 +51,9 @@ _FITTED_DOC = """
         The trained skorch net; ``net_.module_`` is the torch module.
     history_ : list of dict
         Per epoch: ``epoch``, ``train_loss``, ``valid_loss`` (with early stopping)
-        and ``dur`` (seconds). Losses are mean squared errors of targets divided by
-        the target scale.
+        and ``dur`` (seconds), plus whatever callbacks record (e.g.
+        :class:`qlsk.GradientDiagnostics`: ``grad_norms``, ``grad_concentration``).
+        Losses are mean squared errors of targets divided by the target scale.
     n_trainable_params_ : int
         Parameters that were trained.
     n_features_in_ : int
