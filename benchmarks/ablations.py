@@ -36,7 +36,7 @@ from qlsk import (
 from qlsk.simlib import list_tasks, load_task
 
 from .cells import _seed, matched_lora_rank
-from .run import DEFAULTS, cell_key, read_done
+from .run import DEFAULTS, run_serially
 from .stats import paired_summary
 
 # name: (QueryableLoraRegressor options over the full method, what it removes)
@@ -109,33 +109,7 @@ def run(config: dict, output: str, report_only: bool = False) -> pd.DataFrame:
 
     With ``report_only``, run nothing and return the rows of the cells finished so far.
     """
-    os.makedirs(output, exist_ok=True)
-    config_path = os.path.join(output, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            if json.load(f) != config:
-                raise SystemExit(f"{output} holds a run with another configuration; "
-                                 "use a new --output to keep it")
-    else:
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=1)
-    cells_path = os.path.join(output, "cells.jsonl")
-    done = read_done(cells_path)
-    cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
-    todo = [c for c in cells if cell_key(*c) not in done]
-    if done:
-        print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
-    if report_only:
-        cells, todo = [c for c in cells if cell_key(*c) in done], []
-    for i, cell in enumerate(todo):
-        t0 = time.perf_counter()
-        rows = run_cell(config, *cell)
-        with open(cells_path, "a") as out:
-            out.write(json.dumps({"key": cell_key(*cell), "rows": rows}) + "\n")
-        done[cell_key(*cell)] = rows
-        print(f"cell {i + 1}/{len(todo)} {cell_key(*cell)}: "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-    return pd.DataFrame([row for cell in cells for row in done[cell_key(*cell)]])
+    return pd.DataFrame(run_serially(run_cell, config, output, report_only))
 
 
 def _pairs(df: pd.DataFrame, value: str) -> pd.DataFrame:

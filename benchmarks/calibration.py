@@ -59,7 +59,7 @@ def table(frame: pd.DataFrame) -> str:
     for (method, n), group in wide.groupby(["method", "n"]):
         for variant in [v for v in VARIANTS if v != "off"]:
             s = paired_summary((group[variant] / group["off"]).to_numpy())
-            lines.append(f"| {method} | {n} | {variant} | {s['ratio']:.3f} | "
+            lines.append(f"| {method} | {int(n)} | {variant} | {s['ratio']:.3f} | "
                          f"{s['low']:.3f}–{s['high']:.3f} | {s['p']:.3g} | "
                          f"{s['better']:.0%} of {s['pairs']} |")
     return "\n".join(lines)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import time
 
@@ -29,7 +28,7 @@ from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import list_tasks, load_task
 
 from .cells import _seed
-from .run import DEFAULTS, cell_key, read_done
+from .run import DEFAULTS, run_serially
 
 FULL = {"tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "borehole-kw-range"],
         "seeds": [0, 1, 2], "ranks": [2, 4, 8, 16], "atoms": [4, 8, 16, 32],
@@ -190,29 +189,7 @@ def make_config(args) -> dict:
 
 def run(config: dict, output: str) -> pd.DataFrame:
     """Run the cells not yet in ``output/cells.jsonl``; return every row."""
-    os.makedirs(output, exist_ok=True)
-    config_path = os.path.join(output, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            if json.load(f) != config:
-                raise SystemExit(f"{output} holds a run with another configuration; "
-                                 "use a new --output to keep it")
-    else:
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=1)
-    cells_path = os.path.join(output, "cells.jsonl")
-    done = read_done(cells_path)
-    cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
-    todo = [c for c in cells if cell_key(*c) not in done]
-    for i, cell in enumerate(todo):
-        t0 = time.perf_counter()
-        rows = run_cell(config, *cell)
-        with open(cells_path, "a") as out:
-            out.write(json.dumps({"key": cell_key(*cell), "rows": rows}) + "\n")
-        done[cell_key(*cell)] = rows
-        print(f"cell {i + 1}/{len(todo)} {cell_key(*cell)}: "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-    return pd.DataFrame([row for cell in cells for row in done[cell_key(*cell)]])
+    return pd.DataFrame(run_serially(run_cell, config, output))
 
 
 def main(argv=None) -> None:

@@ -92,8 +92,20 @@ def _executor(args):
     return pool, lambda cfg, *cell: pool.submit(run_cell, cfg, *cell)
 
 
-def run(config: dict, output: str, args) -> list[dict]:
-    """Run the missing cells of ``config`` into ``output``; return every row."""
+def open_run(config: dict, output: str):
+    """Prepare ``output`` for ``config`` and read back the cells already finished there.
+
+    A folder that holds a run with another configuration is refused, never mixed.
+
+    Returns
+    -------
+    cells_path : str
+        ``output/cells.jsonl``, one line per finished cell.
+    done : dict
+        Rows of the finished cells, by :func:`cell_key`.
+    cells, todo : list of (task, seed)
+        Every cell of ``config``, and those not finished yet.
+    """
     os.makedirs(output, exist_ok=True)
     config_path = os.path.join(output, "config.json")
     if os.path.exists(config_path):
@@ -111,6 +123,32 @@ def run(config: dict, output: str, args) -> list[dict]:
     todo = [c for c in cells if cell_key(*c) not in done]
     if done:
         print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
+    return cells_path, done, cells, todo
+
+
+def run_serially(run_cell, config: dict, output: str, report_only: bool = False) -> list[dict]:
+    """Run the missing cells one after another in this process; return every row.
+
+    ``run_cell(config, task, seed)`` returns a cell's rows. With ``report_only``, run
+    nothing and return the rows of the cells finished so far.
+    """
+    cells_path, done, cells, todo = open_run(config, output)
+    if report_only:
+        cells, todo = [c for c in cells if cell_key(*c) in done], []
+    for i, cell in enumerate(todo):
+        t0 = time.perf_counter()
+        rows = run_cell(config, *cell)
+        with open(cells_path, "a") as out:
+            out.write(json.dumps({"key": cell_key(*cell), "rows": rows}) + "\n")
+        done[cell_key(*cell)] = rows
+        print(f"cell {i + 1}/{len(todo)} {cell_key(*cell)}: "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return [row for cell in cells for row in done[cell_key(*cell)]]
+
+
+def run(config: dict, output: str, args) -> list[dict]:
+    """Run the missing cells of ``config`` into ``output``; return every row."""
+    cells_path, done, cells, todo = open_run(config, output)
     if todo:
         from tqdm.auto import tqdm
 
