@@ -30,6 +30,15 @@ FULL = {
     "sizes": [25, 50, 100, 200], "seeds": [0, 1, 2], "n_source": 2000,
     "n_test": 2000, "base_epochs": 60, "max_epochs": 150,
 }
+# The multi-fidelity regimes: 8-20 inputs and up to 2,000 target rows, against the
+# GP peers that use the base (docs/benchmarks.md, "Peers against adapters").
+MULTIFIDELITY = {
+    "tasks": ["borehole-lf-to-hf", "wingweight-lf-to-hf", "robot-3-to-4-segments",
+              "welch-ben-ari-to-welch", "moon-hd-to-c3"],
+    "sizes": [100, 500, 1000, 2000], "seeds": [0, 1], "n_source": 2000, "n_test": 2000,
+    "base_epochs": 60, "max_epochs": 150,
+    "methods": ["lora", "ql", "lora-cal", "ql-cal", "gp", "gp-ar1", "gp-nargp"],
+}
 DEFAULTS = {
     "methods": None,  # every method; PEFT's only where the package is installed
     "noise": 0.1, "lr": 1e-3, "batch_size": 32,
@@ -41,7 +50,8 @@ DEFAULTS = {
 def make_config(args) -> dict:
     from qlsk.simlib import list_tasks
 
-    config = {**DEFAULTS, **(QUICK if args.quick else FULL)}
+    preset = QUICK if args.quick else MULTIFIDELITY if args.multifidelity else FULL
+    config = {**DEFAULTS, **preset}
     for key in ("tasks", "sizes", "seeds", "methods", "n_source", "n_test", "base_epochs",
                 "max_epochs", "noise", "tune_trials"):
         value = getattr(args, key)
@@ -185,6 +195,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a few tasks, sizes and seeds: minutes on a laptop")
+    parser.add_argument("--multifidelity", action="store_true",
+                        help="8-20-input tasks, 100-2,000 target rows, the GP peers that use "
+                             "the base: hours on 2 cores (the GPs' cost grows with n^3)")
     parser.add_argument("--output", default=None,
                         help="result folder (default benchmarks/results/<mode>-<time>); "
                              "an existing one resumes")
@@ -207,7 +220,8 @@ def main(argv=None) -> None:
     config = make_config(args)
     output = args.output or os.path.join(
         os.path.dirname(__file__), "results",
-        f"{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"{'quick' if args.quick else 'multifidelity' if args.multifidelity else 'full'}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
     rows = run(config, output, args)
     from .report import write_report
