@@ -4,6 +4,7 @@ import copy
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -12,6 +13,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import qlsk
 from qlsk import MLPRegressor
 from qlsk.adapters import instruction_prior
 from qlsk.adapters.prior_map import PriorMap
@@ -224,3 +226,30 @@ def test_a_failed_stage_leaves_the_earlier_stages_intact(fam, base):
         model.fit(bad, fam.y_train)
     assert model.stages_ is stages and len(model.stages_) == 1
     np.testing.assert_array_equal(model.predict(fam.X_heldout[:20]), expected)
+
+
+def test_columns_must_match_the_bases_names_and_order(fam):
+    names = list(fam.feature_names)
+    source = pd.DataFrame(np.asarray(fam.X_source), columns=names)
+    named_base = MLPRegressor((8,), max_epochs=1, random_state=0).fit(source, fam.y_source)
+    swapped = fam.X_train[[names[1], names[0], *names[2:], "description"]]
+    with pytest.raises(ValueError, match="another order"):
+        SharedMemoryRegressor(base=named_base, **TINY).fit(swapped, fam.y_train)
+
+
+def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base):
+    shared = SharedMemoryRegressor(base=base, **TINY).fit(fam.X_train, fam.y_train)
+    few = FewShotRegressor(shared)
+    assert not any(k.startswith("shared__") for k in few.get_params(deep=True))
+    with pytest.raises(ValueError, match="shared is shared"):
+        few.set_params(shared__max_epochs=99)
+    assert shared.max_epochs == TINY["max_epochs"]
+    with pytest.raises(TypeError, match="pickle"):
+        qlsk.save(shared, "never-written.qlsk")
+
+
+def test_a_missing_memory_file_fails_before_pretraining(fam, tmp_path):
+    model = SharedMemoryRegressor(memory=str(tmp_path / "nope.mem"), max_epochs=10_000)
+    with pytest.raises((FileNotFoundError, ValueError)):
+        model.fit(fam.X_train, fam.y_train)
+    assert not hasattr(model, "base_")

@@ -9,7 +9,7 @@ is an ``AtomMemory`` that overrides one seam: which router parameters exist
 =============== ========================================== ===========================
 ``query``       routing logits ``l_b`` (``+ lambda log pi``) router parameters
 =============== ========================================== ===========================
-"state+depth"   ``[n(z_b); n(s_b)] W_q^T K^T/sqrt(d_k)``   ``K, W_q (d_k x 2r), e_b,
+"state+depth"   ``[n(z_b); s_b] W_q^T K^T/sqrt(d_k)``      ``K, W_q (d_k x 2r), e_b,
                 ``+ e_b K^T/sqrt(d_k)`` (the method)       w_b``
 "state"         ``n(z_b) W_q^T K^T/sqrt(d_k) + e_b K^T``   ``K, W_q (d_k x r), e_b``
                 ``/sqrt(d_k)``: no depth summary

@@ -271,7 +271,7 @@ def grow_memory(model: SharedMemoryModel, n_new: int) -> None:
         fresh = torch.randn(n_new, keys.shape[1], dtype=keys.dtype, device=keys.device)
         memory.keys = nn.Parameter(torch.cat([keys, fresh]), requires_grad=keys.requires_grad)
         rows = torch.as_tensor(seeded_projection(old + n_new, prior.embedding_dim)[old:],
-                               dtype=prior.weight.dtype)
+                               dtype=prior.weight.dtype, device=prior.weight.device)
         weight = torch.cat([prior.weight.detach(), rows])
         if prior.learned:
             prior.weight = nn.Parameter(weight, requires_grad=prior.weight.requires_grad)

@@ -148,6 +148,8 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
             data is touched), or when the loss diverges
             (:class:`TrainingDivergedError` names the cause). The estimator is then
             left unfitted.
+        TypeError
+            For ``callbacks`` that are not skorch callbacks.
         """
         self._forget()
         try:

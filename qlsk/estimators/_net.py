@@ -210,7 +210,8 @@ class StopOnDivergence(Callback):
         if X is None or y is None:
             return
         with torch.no_grad():
-            start = float(net.get_loss(net.forward(X), torch.as_tensor(y)))
+            start = float(net.get_loss(net.forward(X, device=net.device),
+                                       torch.as_tensor(y)))
         if not np.isfinite(start):
             raise TrainingDivergedError(
                 "the starting network's loss on the training rows is not finite: X or y "

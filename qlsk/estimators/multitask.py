@@ -40,7 +40,9 @@ from .regressors import (
     QueryableLoraRegressor,
     _AdaptingRegressor,
     _base_module,
+    _check_feature_names,
     _check_fits,
+    _SharesFitted,
 )
 
 _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_")
@@ -473,6 +475,8 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         if self.top_k > self.n_atoms:
             raise ValueError(f"top_k={self.top_k} exceeds n_atoms={self.n_atoms}: routing "
                              "combines at most n_atoms atoms")
+        if self.memory is not None:
+            read_memory(self.memory)  # a missing or foreign file fails before pretraining
 
     def _text_settings(self):
         return self.description_column, self.text_encoder
@@ -483,6 +487,8 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
             return self._continue(previous)
         d = len(self.feature_columns_)
         X = Z[:, :d]
+        if self.base is not None:
+            _check_feature_names(list(self.feature_columns_), self.base)
         self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
         module = copy.deepcopy(_base_module(self.base_)).cpu().float()
         _check_fits(module, d, y.shape[1])
@@ -518,7 +524,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         return module, previous["scale"].clone()
 
 
-class FewShotRegressor(_DescribedRegressor):
+class FewShotRegressor(_SharesFitted, _DescribedRegressor):
     __doc__ = f"""Adapt a fitted :class:`SharedMemoryRegressor` to new tasks from a few rows.
 
     Training starts from a copy of the shared model (base, LoRA factors, memory and
@@ -580,6 +586,8 @@ class FewShotRegressor(_DescribedRegressor):
             raise TypeError("shared must be a fitted SharedMemoryRegressor, got "
                             f"{type(self.shared).__name__}")
         check_is_fitted(self.shared, "net_")
+
+    _shared = "shared"
 
     def __sklearn_clone__(self):
         # The shared model is used as it is, never cloned: a clone would be unfitted.

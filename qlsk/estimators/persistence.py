@@ -43,6 +43,12 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
     loaded model refits from the same base rather than pretraining a new one.
     """
     check_is_fitted(estimator, "net_")
+    from . import regressors
+
+    if getattr(regressors, type(estimator).__name__, None) is not type(estimator):
+        raise TypeError(f"save() stores the single-task estimators; keep a "
+                        f"{type(estimator).__name__} with pickle (its atom memory alone: "
+                        "save_memory)")
     whole = estimator.net_.module_
     module = uncalibrated(whole)
     adapted = isinstance(module, AdaptedModel)

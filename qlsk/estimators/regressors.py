@@ -145,10 +145,15 @@ def _unwrap(base):
     return base.estimator if isinstance(base, FrozenEstimator) else base
 
 
-def _check_feature_names(adapter, base) -> None:
-    """Refuse columns that differ from the base's, by name or order, as scikit-learn does."""
-    expected = getattr(_unwrap(base), "feature_names_in_", None)
-    got = getattr(adapter, "feature_names_in_", None)
+def _check_feature_names(got, base) -> None:
+    """Refuse columns ``got`` that differ from the base's, by name or order, as
+    scikit-learn does (``got`` None: a plain array, which only warns)."""
+    base = _unwrap(base)
+    if isinstance(base, str | os.PathLike):
+        from .persistence import load
+
+        base = load(base)
+    expected = getattr(base, "feature_names_in_", None)
     if expected is None:
         return
     if got is None:
@@ -184,7 +189,31 @@ def _base_module(base) -> nn.Module:
     return base
 
 
-class _AdaptingRegressor(BaseNeuralRegressor):
+class _SharesFitted:
+    """Parameters of the shared, fitted object named ``_shared`` are not this estimator's.
+
+    Listing them (``get_params(deep=True)``) or setting them (``set_params(base__x=...)``)
+    would change the user's own fitted object, and every clone's, without any effect on
+    adaptation, which never retrains it.
+    """
+
+    _shared = "base"
+
+    def get_params(self, deep=True):
+        """Get this estimator's parameters (``deep`` has no effect: see the class)."""
+        return super().get_params(deep=False)
+
+    def set_params(self, **params):
+        """Set this estimator's parameters; those of the shared fitted object are refused."""
+        nested = sorted(k for k in params if k.startswith(f"{self._shared}__"))
+        if nested:
+            raise ValueError(f"cannot set {nested}: the {self._shared} is shared and never "
+                             f"retrained by adaptation; fit another and pass it as "
+                             f"{self._shared}=...")
+        return super().set_params(**params)
+
+
+class _AdaptingRegressor(_SharesFitted, BaseNeuralRegressor):
     """Adapts a base network to new data; subclasses say how (``_adapt``)."""
 
     def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
@@ -229,26 +258,6 @@ class _AdaptingRegressor(BaseNeuralRegressor):
         base = params.pop("base")
         return type(self)(base=base, **{k: clone(v, safe=False) for k, v in params.items()})
 
-    def get_params(self, deep=True):
-        """Get this estimator's parameters.
-
-        The fitted ``base`` is shared, not a sub-estimator: its own parameters are
-        not listed (``deep`` has no effect), since adapting never retrains it.
-        """
-        return super().get_params(deep=False)
-
-    def set_params(self, **params):
-        """Set this estimator's parameters; ``base__*`` parameters are refused.
-
-        Setting a parameter of the shared base would change the user's own fitted
-        object (and every clone's), without any effect on adaptation.
-        """
-        nested = sorted(k for k in params if k.startswith("base__"))
-        if nested:
-            raise ValueError(f"cannot set {nested}: the base is shared and never retrained "
-                             "by adaptation; fit another base and pass it as base=...")
-        return super().set_params(**params)
-
     def _pretrain(self, X, y, seed) -> MLPRegressor:
         # Every MLPRegressor setting this estimator shares; callbacks belong to adapting.
         shared = set(MLPRegressor._get_param_names()) & set(self._get_param_names())
@@ -257,7 +266,7 @@ class _AdaptingRegressor(BaseNeuralRegressor):
 
     def _build_module(self, X, y, seed):
         if self.base is not None:
-            _check_feature_names(self, self.base)
+            _check_feature_names(getattr(self, "feature_names_in_", None), self.base)
         self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
         module = copy.deepcopy(_base_module(self.base_)).cpu().float()
         _check_fits(module, X.shape[1], y.shape[1])
@@ -320,6 +329,9 @@ _CALIBRATION_DOC = """
     calibration_shrinkage : float, default=0.0
         Strength, in pseudo-rows, of a prior holding ``rho`` near 1 and ``c`` near 0
         (0: plain least squares); the same prior is a penalty during training.
+        The least-squares start uses every row given to ``fit``, including those
+        ``early_stopping`` later holds out, so its validation loss is slightly
+        optimistic.
 """
 
 
@@ -429,7 +441,8 @@ class QueryableLoraRegressor(LoraRegressor):
 
     Every adapted layer keeps LoRA factors A and B; a shared memory of ``n_atoms``
     ``rank x rank`` atoms is queried per block of ``block_size`` layers from the
-    block's low-rank state and an attention summary of earlier blocks, and a sparse
+    block's low-rank state and an attention summary over the earlier blocks and its
+    own, and a sparse
     top-k convex combination of atoms acts inside the bottleneck. A text
     ``task_description`` adds a prior over atoms of strength ``prior_strength``
     (see ``docs/method.md``).
