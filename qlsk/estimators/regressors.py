@@ -323,8 +323,8 @@ _CALIBRATION_DOC = """
         targets on the base's predictions and trained with the adapter (the
         autoregressive multi-fidelity model; see :mod:`qlsk.adapters.calibration`).
         It pays where the base is right in shape but wrong in scale. On by default:
-        over the 19 transfer tasks at seeds the benchmark does not report, it cut
-        the test error by 13-19% in geometric mean (``docs/benchmarks.md``), though
+        over the 19 transfer tasks at two seeds the benchmark does not report, it
+        cut the test error by 13-15% in geometric mean (``docs/benchmarks.md``), though
         on a base that is already right in scale it can cost (up to 1.9x at n = 50).
     calibration_shrinkage : float, default=0.0
         Strength, in pseudo-rows, of a prior holding ``rho`` near 1 and ``c`` near 0
