@@ -21,14 +21,20 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
-from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
+from qlsk import (
+    FineTuneRegressor,
+    GPDiscrepancyRegressor,
+    LoraRegressor,
+    MLPRegressor,
+    QueryableLoraRegressor,
+)
 from qlsk.simlib import list_tasks, load_task
 from qlsk.tuning import tune
 
 from .peers import PEERS, ard_gp, make_peer, smt_available
 
 METHODS = ("base", "target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading",
-           "lora-cal", "ql-cal", "gp", *PEERS, "peft-lora", "peft-vblora")
+           "lora-cal", "ql-cal", "lora-gphead", "gp", *PEERS, "peft-lora", "peft-vblora")
 NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading", "lora-cal",
           "ql-cal", "peft-lora", "peft-vblora")
 
@@ -69,6 +75,7 @@ def _models(config, task_name, description, base, seed, n_features):
     models["lora"] = LoraRegressor(base=base, rank=rank, **plain, **common)
     models["lora-cal"] = clone(models["lora"]).set_params(output_calibration=True)
     models["ql-cal"] = clone(models["ql"]).set_params(output_calibration=True)
+    models["lora-gphead"] = GPDiscrepancyRegressor(clone(models["lora"]), random_state=seed)
     if "peft-lora" in config["methods"] or "peft-vblora" in config["methods"]:
         from .peft_methods import PeftRegressor
 
@@ -162,6 +169,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
             "n_trainable_params": (len(model[-1].kernel_.theta) if method == "gp"
                                    else 0 if method == "base" else model.n_trainable_params_),
             "rank": getattr(model, "rank", None),
+            "gp_head_kept": getattr(model, "discrepancy_kept_", None),
             "train_curve": [r["train_loss"] for r in history] if method != "base" else [],
         })
         if isinstance(model, QueryableLoraRegressor):

@@ -60,7 +60,16 @@ class _BoxGP(RegressorMixin, BaseEstimator):
         return (X - self.lo_) / self.span_
 
 
-class AR1GPRegressor(_BoxGP):
+class _BaseGP(_BoxGP):
+    """A GP peer that reads the fitted ``base`` network's predictions."""
+
+    def __init__(self, base, bounds=None, random_state=None):
+        self.base = base
+        self.bounds = bounds
+        self.random_state = random_state
+
+
+class AR1GPRegressor(_BaseGP):
     """``ŷ = ρ f(x) + c + δ(x)``: a calibrated base plus a GP discrepancy.
 
     Parameters
@@ -82,11 +91,6 @@ class AR1GPRegressor(_BoxGP):
         ``ρ``, ``c`` and the kernel's hyperparameters.
     """
 
-    def __init__(self, base, bounds=None, random_state=None):
-        self.base = base
-        self.bounds = bounds
-        self.random_state = random_state
-
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)
         self._fit_box(X)
@@ -104,7 +108,7 @@ class AR1GPRegressor(_BoxGP):
         return self.rho_ * f + self.c_ + self.gp_.predict(self._box(X))
 
 
-class NARGPRegressor(_BoxGP):
+class NARGPRegressor(_BaseGP):
     """``ŷ = g(x, f(x))``: one GP on the inputs augmented with the base's prediction.
 
     ``f(x)`` is standardised by its mean and standard deviation on the training rows
@@ -129,11 +133,6 @@ class NARGPRegressor(_BoxGP):
     n_trainable_params_ : int
         The kernel's hyperparameters.
     """
-
-    def __init__(self, base, bounds=None, random_state=None):
-        self.base = base
-        self.bounds = bounds
-        self.random_state = random_state
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, y_numeric=True)

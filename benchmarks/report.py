@@ -15,7 +15,7 @@ LABELS = {
     "peft-lora": "PEFT LoRA (param-matched)", "peft-vblora": "PEFT VB-LoRA",
     "gp-ar1": "GP AR1 (ρ·base + c + GP)", "gp-nargp": "NARGP (GP on [x, base(x)])",
     "mfk": "SMT MFK (source as low fidelity)", "lora-cal": "LoRA + output calibration",
-    "ql-cal": "QL + output calibration",
+    "ql-cal": "QL + output calibration", "lora-gphead": "LoRA + GP discrepancy head",
 }
 
 
