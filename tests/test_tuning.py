@@ -237,7 +237,8 @@ def test_killed_worker_loses_no_completed_trial_and_its_trial_is_retried(postgre
         except KeyError:  # the study does not exist yet
             trials = []
         done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING]
+        # a trial that has drawn its parameters: killed before that, it has none to retry
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.params]
         if done and running:
             break
         time.sleep(0.1)
