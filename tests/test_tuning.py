@@ -17,7 +17,7 @@ from optuna_integration import OptunaSearchCV
 
 from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
-from qlsk.tuning import check_study, default_search_space, make_storage, tune
+from qlsk.tuning import check_study, default_search_space, make_storage, refit_best, tune
 
 # Small enough that a worker process starts, pretrains and runs a trial in seconds.
 WORKER = ["--task", "park91a-lf-to-hf", "--n-source", "200", "--base-epochs", "5",
@@ -272,3 +272,26 @@ def test_estimators_work_inside_optuna_search_cv(data):
     search.fit(task.X_train, task.y_train)
     assert len(search.trials_) == 3
     assert np.isfinite(search.score(task.X_test, task.y_test))
+
+
+def test_refit_trains_as_the_scored_trials_did_and_can_be_deferred(data):
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=15, random_state=0)
+    # Under a pruner every trial trained with early stopping; so must the refit.
+    study, best = tune(est, task.X_train, task.y_train, n_trials=2, cv=2, random_state=0,
+                       pruner=optuna.pruners.NopPruner())
+    assert best.early_stopping is True and est.early_stopping is False
+    assert study.user_attrs["fixed_params"] == {"early_stopping": True}
+    # Without a refit the search returns no estimator; refit_best gives the same one.
+    storage = optuna.storages.InMemoryStorage()
+    study, none = tune(est, task.X_train, task.y_train, n_trials=2, cv=2, random_state=0,
+                       pruner=optuna.pruners.NopPruner(), refit=False, storage=storage,
+                       study_name="deferred")
+    assert none is None
+    later = refit_best(est, study, task.X_train, task.y_train)
+    np.testing.assert_allclose(later.predict(task.X_test), best.predict(task.X_test))
+    # Restricted to the first trial, the refit takes that trial's parameters.
+    first = refit_best(est, study, task.X_train, task.y_train, trials=study.trials[:1])
+    assert first.get_params()["lr"] == study.trials[0].params["lr"]
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        refit_best(est, study, task.X_train, task.y_train, trials=[])

@@ -228,7 +228,8 @@ class _TrialSeededSampler(optuna.samplers.BaseSampler):
 
 def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
          storage=None, study_name=None, pruner=None, timeout=None, n_jobs=1,
-         random_state=None, heartbeat_interval=60, grace_period=None, callbacks=None):
+         random_state=None, heartbeat_interval=60, grace_period=None, callbacks=None,
+         refit=True):
     """Search hyperparameters with Optuna and refit the best estimator on all data.
 
     Every argument is checked before the first trial, and the storage is opened before
@@ -262,8 +263,9 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         ``ValueError`` (see :func:`check_study`).
     pruner : optuna pruner, "median" or None
         Prunes hopeless trials on the per-epoch validation loss of the first fold
-        (``SkorchPruningCallback``). With a pruner every fold trains with early
-        stopping, so that a validation loss exists. ``None``: no pruning.
+        (``SkorchPruningCallback``). With a pruner every fold, and the refit, trains
+        with early stopping, so that a validation loss exists and the refit trains as
+        the trials that scored it did. ``None``: no pruning.
     timeout : float or None
         Seconds after which this call stops starting trials.
     n_jobs : int
@@ -278,13 +280,19 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         without a signal it is failed and retried.
     callbacks : list of callable or None
         Called as ``callback(study, trial)`` after every trial of this call, as in
-        ``optuna.Study.optimize`` (e.g. to print progress).
+        ``optuna.Study.optimize`` (e.g. to print progress, or
+        ``optuna.study.MaxTrialsCallback`` to stop a shared study at a total budget).
+    refit : bool
+        Fit the best trial's estimator on all of ``X, y`` (as ``GridSearchCV``'s
+        ``refit``). ``False``: only search, e.g. in workers that share a study; refit
+        later with :func:`refit_best`.
 
     Returns
     -------
     study : optuna.Study
-    best_estimator : estimator
-        A clone with the best trial's parameters, fitted on all of ``X, y``.
+    best_estimator : estimator or None
+        A clone with the best trial's parameters, fitted on all of ``X, y``; ``None``
+        when ``refit=False``.
     """
     space = default_search_space(estimator) if search_space is None else dict(search_space)
     if not space:
@@ -312,6 +320,8 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
     storage = make_storage(storage, heartbeat_interval, grace_period)
     check_study(estimator, storage, study_name)
+    if pruner is not None:
+        estimator = clone(estimator).set_params(early_stopping=True)
     sampler = (optuna.samplers.TPESampler() if random_state is None
                else _TrialSeededSampler(random_state))
     study = optuna.create_study(storage=storage, study_name=study_name,
@@ -326,7 +336,6 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         for i, (train, test) in enumerate(folds):
             model = clone(estimator).set_params(**params)
             if pruner is not None:
-                model.set_params(early_stopping=True)
                 if i == 0:
                     from optuna_integration import SkorchPruningCallback
 
@@ -337,10 +346,48 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         trial.set_user_attr("fold_scores", [float(s) for s in scores])
         return float(np.mean(scores))
 
+    if pruner is not None:
+        study.set_user_attr("fixed_params", {"early_stopping": True})
     study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
                    catch=(FloatingPointError,), callbacks=callbacks)
-    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    if not refit:
+        return study, None
+    return study, refit_best(estimator, study, X, y)
+
+
+def refit_best(estimator, study, X, y, trials=None):
+    """Fit a clone of ``estimator`` with the best trial's parameters on ``X, y``.
+
+    The parameters :func:`tune` fixed for every trial of ``study`` (early stopping
+    under a pruner, recorded as ``study.user_attrs["fixed_params"]``) are set too, so
+    the refit trains as the trials that scored it.
+
+    Parameters
+    ----------
+    estimator : qlsk estimator
+        The estimator :func:`tune` started from.
+    study : optuna.Study
+        A study made by :func:`tune` (directions: maximise the CV score).
+    X, y : array-like
+        The rows to fit on, usually all the rows the search cross-validated.
+    trials : list of optuna.trial.FrozenTrial or None
+        Choose the best among these (e.g. the first ``n`` trials of a study that
+        workers overran); ``None``: every trial of the study.
+
+    Returns
+    -------
+    estimator
+        The fitted clone.
+
+    Raises
+    ------
+    RuntimeError
+        When no trial (of ``trials``) completed.
+    """
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError("no trial completed; nothing to refit")
-    best = clone(estimator).set_params(**study.best_params)
-    return study, best.fit(X, y)
+    best = max(completed, key=lambda t: (t.value, -t.number))
+    fixed = study.user_attrs.get("fixed_params", {})
+    return clone(estimator).set_params(**fixed, **best.params).fit(X, y)
