@@ -35,7 +35,7 @@ from qlsk import (
 )
 from qlsk.simlib import list_tasks, load_task
 
-from .cells import _seed, matched_lora_rank
+from .cells import _seed, matched_lora_rank, misleading_description
 from .run import DEFAULTS, run_serially
 from .stats import paired_summary
 
@@ -48,6 +48,14 @@ VARIANTS = {
     "random": ({"query": "random"}, "fixed random routing of each input, never trained"),
     "dense": (None, "dense routing: top_k = n_atoms"),  # set from the config
     "frozen-atoms": ({"freeze_atoms": True}, "atoms fixed at I: the update is LoRA's"),
+    # The instruction prior: the task's own description, and another task's.
+    "prior": ({"task_description": "<own>"}, "the method with the instruction prior from "
+              "the task's description (strength 1)"),
+    "misleading-prior": ({"task_description": "<other>"},
+                         "the method with the prior from another task's description"),
+    # A routing regulariser tried as an option (issue #11), not part of the method.
+    "noise": ({"routing_noise": 1.0}, "noisy top-k routing: N(0, 1) added to the logits "
+              "while training"),
 }
 QUICK = {"tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "forrester-lf-to-hf"],
          "sizes": [50, 100], "seeds": [0, 1], "n_source": 1000, "n_test": 1000}
@@ -60,9 +68,15 @@ COMMON.update({"base_epochs": 60, "max_epochs": 150, "output_calibration": False
                "diagnostics_task": "friedman-sine-doubled"})
 
 
-def _variant_options(config: dict, variant: str) -> dict:
+def _variant_options(config: dict, variant: str, task_name: str) -> dict:
     options = VARIANTS[variant][0]
-    return {"top_k": config["n_atoms"]} if options is None else options
+    if options is None:
+        return {"top_k": config["n_atoms"]}
+    description = {"<own>": lambda: load_task(task_name, n_source=0, n_train=0,
+                                              n_test=0).description,
+                   "<other>": lambda: misleading_description(task_name)}
+    return {k: description[v]() if k == "task_description" else v
+            for k, v in options.items()}
 
 
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
@@ -79,8 +93,8 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                   "random_state": _seed(task_name, seed, n_train)}
         ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
               "block_size": config["block_size"], **common}
-        models = {v: QueryableLoraRegressor(**{**ql, **_variant_options(config, v)})
-                  for v in VARIANTS}
+        models = {v: QueryableLoraRegressor(**{**ql, **_variant_options(config, v, task_name)})
+                  for v in config["variants"]}
         rank = matched_lora_rank(models["full"], base, task.X_train.shape[1])
         models["lora"] = LoraRegressor(rank=rank, **common)
         sd = task.y_test.std()
@@ -122,7 +136,7 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     rmse, fit = _pairs(df, "rmse_sd"), _pairs(df, "fit_time_s")
     params = df.groupby("variant").n_trainable_params.median()
     rows = []
-    for variant in [*VARIANTS, "lora"]:
+    for variant in [v for v in [*VARIANTS, "lora"] if v in rmse]:
         row = {"variant": variant, "what": VARIANTS[variant][1] if variant in VARIANTS
                else "LoRA at the rank matching the full method's trainable parameters"}
         for ref in ("full", "lora"):
@@ -225,9 +239,9 @@ def _plot_gradients(curves: dict, title: str, path: str) -> None:
 
 
 def make_config(args) -> dict:
-    config = {**COMMON, **(QUICK if args.quick else FULL)}
+    config = {**COMMON, **(QUICK if args.quick else FULL), "variants": list(VARIANTS)}
     for key in ("tasks", "sizes", "seeds", "n_source", "n_test", "base_epochs",
-                "max_epochs"):
+                "max_epochs", "variants"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     if config["tasks"] is None:
@@ -235,6 +249,8 @@ def make_config(args) -> dict:
     unknown = set(config["tasks"]) - set(list_tasks()["name"])
     if unknown:
         raise SystemExit(f"unknown tasks {sorted(unknown)}")
+    if set(config["variants"]) - set(VARIANTS) or "full" not in config["variants"]:
+        raise SystemExit(f"--variants must include full and be among {list(VARIANTS)}")
     return config
 
 
@@ -251,6 +267,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="the variants to fit (full is always needed; LoRA always "
+                             "runs): " + " ".join(VARIANTS))
     parser.add_argument("--no-diagnostics", action="store_true",
                         help="skip the gradient-diagnostics plot")
     parser.add_argument("--report-only", action="store_true",

@@ -200,3 +200,46 @@ def test_bad_ablation_options():
         inject(mlp(), "queryable", freeze_atoms="yes")
     with pytest.raises(TypeError, match="unknown option"):
         inject(mlp(), "lora", query="state")
+
+
+def routes(model, x):
+    model(x)
+    return routing_weights(model)
+
+
+def test_routing_noise_perturbs_training_routes_only_and_is_seeded():
+    x = torch.randn(64, 4)
+    quiet = inject(mlp(), "queryable", rank=4, n_atoms=8, top_k=2)
+    noisy = inject(mlp(), "queryable", rank=4, n_atoms=8, top_k=2, routing_noise=2.0)
+    noisy.load_state_dict(quiet.state_dict())
+    # evaluation: exactly the noiseless routing
+    quiet.eval(), noisy.eval()
+    torch.testing.assert_close(noisy(x), quiet(x))
+    torch.testing.assert_close(routes(noisy, x), routes(quiet, x))
+    # training: other atoms are chosen for some rows, from one seeded generator
+    noisy.train()
+    torch.manual_seed(0)
+    first = routes(noisy, x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(routes(noisy, x), first)
+    assert not torch.equal(first, routes(noisy, x))
+    assert ((first > 0).sum(-1) == 2).all()  # still exactly top_k atoms per row
+    with pytest.raises(ValueError, match="routing_noise"):
+        inject(mlp(), "queryable", routing_noise=-1.0)
+
+
+def test_routing_noise_on_the_estimator(capsys):
+    from qlsk import QueryableLoraRegressor
+    from qlsk.simlib import load_task
+
+    task = load_task("forrester-lf-to-hf", n_source=100, n_train=30, random_state=0)
+    kw = {"hidden_layer_sizes": (16, 16), "rank": 2, "n_atoms": 4, "max_epochs": 3,
+          "random_state": 0}
+    base = QueryableLoraRegressor(**kw).fit(task.X_source, task.y_source).base_
+    fits = [QueryableLoraRegressor(base=base, routing_noise=1.0, **kw).fit(
+        task.X_train, task.y_train).predict(task.X_test) for _ in range(2)]
+    plain = QueryableLoraRegressor(base=base, **kw).fit(task.X_train, task.y_train)
+    assert (fits[0] == fits[1]).all() and not (fits[0] == plain.predict(task.X_test)).all()
+    with pytest.raises(ValueError, match="routing_noise"):
+        QueryableLoraRegressor(base=base, routing_noise=-0.1, **kw).fit(task.X_train,
+                                                                        task.y_train)

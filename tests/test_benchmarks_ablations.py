@@ -30,7 +30,11 @@ def test_ablations_end_to_end_and_resume(tmp_path, capsys):
             "--base-epochs", "2", "--output", str(output)]
     ablations.main(argv)
     df = pd.read_csv(output / "results.csv")
-    assert set(df.variant) == {*ablations.VARIANTS, "lora"} and len(df) == 8
+    assert set(df.variant) == {*ablations.VARIANTS, "lora"}
+    assert len(df) == len(ablations.VARIANTS) + 1
+    rmse = df.set_index("variant").rmse_sd
+    # the prior and the noise change the fit; a prior from another task differs again
+    assert len({rmse["full"], rmse["prior"], rmse["misleading-prior"], rmse["noise"]}) == 4
     assert df.rmse_sd.gt(0).all() and df.fit_time_s.gt(0).all()
     table = pd.read_csv(output / "ablations.csv").set_index("variant")
     assert table.loc["lora", "ratio vs full"] > 0 and np.isnan(table.loc["full", "ratio vs full"])
@@ -45,6 +49,12 @@ def test_ablations_end_to_end_and_resume(tmp_path, capsys):
     assert "cell 1/" not in capsys.readouterr().out
     with pytest.raises(SystemExit, match="another configuration"):
         ablations.main([*argv[:-2], "--sizes", "13", "--output", str(output)])
+    subset = tmp_path / "subset"
+    ablations.main([*argv[:-2], "--variants", "full", "prior", "--no-diagnostics",
+                    "--output", str(subset)])
+    assert set(pd.read_csv(subset / "results.csv").variant) == {"full", "prior", "lora"}
+    with pytest.raises(SystemExit, match="must include full"):
+        ablations.main([*argv[:-2], "--variants", "prior", "--output", str(tmp_path / "x")])
 
 
 def test_pareto_end_to_end_marks_a_front(tmp_path):

@@ -18,7 +18,7 @@ METHODS = ("queryable", "lora")
 LORA_OPTIONS = {"rank": 8, "alpha": 16.0, "dropout": 0.0}
 QUERYABLE_OPTIONS = {
     **LORA_OPTIONS, "n_atoms": 16, "top_k": 2, "block_size": 2, "temperature": 1.0,
-    "key_dim": None, "prior_strength": 1.0, "prior_temperature": 0.5,
+    "routing_noise": 0.0, "key_dim": None, "prior_strength": 1.0, "prior_temperature": 0.5,
     "task_description": None, "text_encoder": "lexical", "query": "state+depth",
     "freeze_atoms": False,
 }
@@ -125,7 +125,7 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
     **config
         ``rank`` (8), ``alpha`` (16), ``dropout`` (0) for both methods; for
         ``"queryable"`` also ``n_atoms`` (16), ``top_k`` (2), ``block_size`` (2),
-        ``temperature`` (1), ``key_dim`` (``max(rank, 8)``), ``prior_strength`` (1),
+        ``temperature`` (1), ``routing_noise`` (0), ``key_dim`` (``max(rank, 8)``), ``prior_strength`` (1),
         ``prior_temperature`` (0.5), ``task_description`` (None: no prior; a string
         or a precomputed vector), ``text_encoder`` ("lexical", "semantic" or a
         callable), and two ablation switches whose defaults are the method:
@@ -163,6 +163,7 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
             rank, options["n_atoms"], math.ceil(n_layers / block_size), first.in_features,
             query=options["query"], freeze_atoms=options["freeze_atoms"],
             top_k=options["top_k"], temperature=options["temperature"],
+            routing_noise=options["routing_noise"],
             key_dim=options["key_dim"], prior_strength=options["prior_strength"],
             log_prior=_log_prior(options),
         ).to(device=first.weight.device, dtype=first.weight.dtype)

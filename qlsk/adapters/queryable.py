@@ -83,6 +83,11 @@ class AtomMemory(nn.Module):
         ``log pi(c)``; ``None`` routes without a prior.
     atom_init_std : float
         Atoms start at ``I + D`` with ``D ~ N(0, atom_init_std^2)``.
+    routing_noise : float
+        ``sigma >= 0``: in training mode, Gaussian noise ``N(0, sigma^2)`` is added to
+        every routing logit before the top-k choice (noisy top-k gating, Shazeer et
+        al. 2017), a regulariser of the routing; evaluation routes without noise. The
+        noise comes from torch's global generator, which the estimators seed.
 
     Attributes
     ----------
@@ -110,7 +115,7 @@ class AtomMemory(nn.Module):
     def __init__(self, rank: int, n_atoms: int, n_blocks: int, top_k: int = 2,
                  temperature: float = 1.0, key_dim: int | None = None,
                  prior_strength: float = 0.0, log_prior: torch.Tensor | None = None,
-                 atom_init_std: float = 0.01):
+                 atom_init_std: float = 0.01, routing_noise: float = 0.0):
         super().__init__()
         for label, value, low in (("n_atoms", n_atoms, 1), ("n_blocks", n_blocks, 1),
                                   ("top_k", top_k, 1)):
@@ -122,9 +127,12 @@ class AtomMemory(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if not prior_strength >= 0:
             raise ValueError(f"prior_strength must be >= 0, got {prior_strength!r}")
+        if not routing_noise >= 0:
+            raise ValueError(f"routing_noise must be >= 0, got {routing_noise!r}")
         self.rank, self.n_atoms, self.n_blocks = int(rank), int(n_atoms), int(n_blocks)
         self.top_k, self.temperature = int(top_k), float(temperature)
         self.prior_strength = float(prior_strength)
+        self.routing_noise = float(routing_noise)
         self.key_dim = int(key_dim or max(rank, 8))
         self.atom_deltas = nn.Parameter(atom_init_std * torch.randn(n_atoms, rank, rank))
         self._init_router()
@@ -226,6 +234,8 @@ class AtomMemory(nn.Module):
         softmax's over all ``M`` logits (straight-through). The exact gradient would
         ignore the atoms left out and vanish for ``top_k = 1``.
         """
+        if self.routing_noise and self.training:
+            logits = logits + self.routing_noise * torch.randn_like(logits)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         if self.top_k == self.n_atoms:

@@ -463,6 +463,10 @@ class QueryableLoraRegressor(LoraRegressor):
         Consecutive adapted layers that share one routing decision.
     temperature : float, default=1.0
         Softmax temperature over the kept routing logits.
+    routing_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the routing logits while
+        training (noisy top-k gating); a routing regulariser, off by default
+        (``docs/method.md``, "Ablations").
     prior_strength : float, default=1.0
         Weight ``lambda`` of the instruction prior; 0 ignores the description.
     task_description : str, array-like or None, default=None
@@ -499,10 +503,11 @@ class QueryableLoraRegressor(LoraRegressor):
     """
 
     def __init__(self, base=None, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
-                 temperature=1.0, prior_strength=1.0, task_description=None,
-                 text_encoder="lexical", target_modules=None, query="state+depth",
-                 freeze_atoms=False, output_calibration=True, calibration_shrinkage=0.0,
-                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0, max_epochs=200,
+                 temperature=1.0, routing_noise=0.0, prior_strength=1.0,
+                 task_description=None, text_encoder="lexical", target_modules=None,
+                 query="state+depth", freeze_atoms=False, output_calibration=True,
+                 calibration_shrinkage=0.0, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+                 weight_decay=0.0, max_epochs=200,
                  batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
                  device="cpu", random_state=None, verbose=0, callbacks=None):
         super().__init__(
@@ -516,6 +521,7 @@ class QueryableLoraRegressor(LoraRegressor):
         self.top_k = top_k
         self.block_size = block_size
         self.temperature = temperature
+        self.routing_noise = routing_noise
         self.prior_strength = prior_strength
         self.task_description = task_description
         self.text_encoder = text_encoder
@@ -530,6 +536,7 @@ class QueryableLoraRegressor(LoraRegressor):
         "top_k": [Interval(Integral, 1, None, closed="left")],
         "block_size": [Interval(Integral, 1, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
+        "routing_noise": [Interval(Real, 0, None, closed="left")],
         "prior_strength": [Interval(Real, 0, None, closed="left")],
         "task_description": [None, str, "array-like"],
         "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
@@ -546,7 +553,7 @@ class QueryableLoraRegressor(LoraRegressor):
     def _adapter_config(self) -> dict:
         return {**super()._adapter_config(), "n_atoms": self.n_atoms, "top_k": self.top_k,
                 "block_size": self.block_size, "temperature": self.temperature,
-                "prior_strength": self.prior_strength,
+                "routing_noise": self.routing_noise, "prior_strength": self.prior_strength,
                 "task_description": self.task_description,
                 "text_encoder": self.text_encoder, "query": self.query,
                 "freeze_atoms": self.freeze_atoms}
