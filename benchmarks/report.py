@@ -8,6 +8,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from .stats import paired_summary
+
 LABELS = {
     "base": "base (unadapted)", "target-only": "MLP, target only", "finetune": "fine-tune",
     "lora": "LoRA (param-matched)", "ql": "QL, no prior", "ql-prior": "QL + description",
@@ -43,6 +45,42 @@ def summary_table(df: pd.DataFrame, methods: list[str]) -> str:
             cells.append(f"**{text}**" if m == best else text)
         lines.append(f"| {task} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# (first, second, quantity): the comparisons the summary reports pair by pair.
+HEADLINES = (
+    ("ql", "lora", "rmse_sd"), ("ql-prior", "lora", "rmse_sd"),
+    ("ql-prior", "ql", "rmse_sd"), ("ql-prior", "ql-misleading", "rmse_sd"),
+    ("ql-cal", "lora-cal", "rmse_sd"), ("ql", "lora", "stability"),
+    ("ql-prior", "ql", "stability"), ("ql", "lora", "fit_time_s"),
+)
+_QUANTITY = {"rmse_sd": "test RMSE", "stability": "stability (sd of last 10 train losses)",
+             "fit_time_s": "fit time"}
+
+
+def headline_table(df: pd.DataFrame) -> str:
+    """Markdown: paired ratios of the headline comparisons over task x size x seed.
+
+    Each row is a geometric-mean ratio (below 1: the first method has the lower value)
+    with a bootstrap 95% interval, the Wilcoxon signed-rank p-value and the share of
+    pairs below 1; comparisons whose methods were not both run are left out.
+    """
+    lines = ["| comparison | quantity | ratio (95% CI) | p (Wilcoxon) | first lower in |",
+             "|---|---|---|---|---|"]
+    for first, second, quantity in HEADLINES:
+        if quantity not in df or not {first, second} <= set(df.method):
+            continue
+        wide = df.pivot_table(index=["task", "n_train", "seed"], columns="method",
+                              values=quantity)[[first, second]].dropna()
+        ratios = wide[first] / wide[second]
+        ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+        if len(ratios) == 0:
+            continue
+        s = paired_summary(ratios)
+        lines.append(f"| {LABELS[first]} / {LABELS[second]} | {_QUANTITY[quantity]} | "
+                     f"{s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | {s['p']:.2g} | "
+                     f"{s['better']:.0%} of {s['pairs']} |")
+    return "\n".join(lines) if len(lines) > 2 else "–"
 
 
 def method_overview(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -152,6 +190,8 @@ def write_report(rows: list[dict], config: dict, output: str) -> str:
         f"per method {config['tune_trials']}.", "",
         "## Test RMSE / sd(target), mean ± std over seeds (best per row in bold)", "", table,
         "", "## Methods overall", "", overview.to_markdown(floatfmt=".4g"), "",
+        "## Headline comparisons, pair by pair (same task, size and seed)", "",
+        headline_table(df), "",
         "## Trainable parameters: LoRA is given the rank that matches Queryable LoRA", "",
         params.to_markdown() if len(params) else "–", "",
         "## Plots", "", *[f"- [{p}]({p})" for p in plots], "",

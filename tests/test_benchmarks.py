@@ -102,3 +102,20 @@ def test_speed_table_prints_a_dash_where_a_cell_does_not_apply():
     assert base.split()[2:] == ["1.000", "0.25", "–", "–", "–"]
     assert lora.split()[2:] == ["4.000", "1.00", "0.9", "6216", "1.00"]
     assert len(base) == len(lora)  # the columns line up
+
+
+def test_headline_table_pairs_methods_on_the_same_task_size_and_seed():
+    from benchmarks.report import headline_table
+
+    # ql is 0.8x lora on every pair; ql-prior is level with ql; no ql-misleading run
+    rows = [{"task": t, "n_train": 16, "seed": s, "method": m, "rmse_sd": v * (1 + s + t),
+             "stability": 1.0, "fit_time_s": 2.0 if m == "ql" else 1.0}
+            for t in range(3) for s in range(3)
+            for m, v in (("lora", 1.0), ("ql", 0.8), ("ql-prior", 0.8))]
+    text = headline_table(pd.DataFrame(rows))
+    line = next(row for row in text.splitlines() if row.startswith("| QL, no prior / LoRA")
+                and "test RMSE" in row)
+    assert "| 0.800 (0.800–0.800) |" in line and "100% of 9" in line
+    assert "| 2.000 (2.000–2.000) |" in text  # fit time
+    assert "wrong description" not in text  # not run: left out
+    assert "QL + description / QL, no prior | test RMSE | 1.000" in text

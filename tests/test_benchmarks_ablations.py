@@ -77,3 +77,17 @@ def test_pareto_end_to_end_marks_a_front(tmp_path):
 def test_pareto_front_keeps_only_undominated_points():
     cost, error = [1, 2, 3, 4], [4.0, 2.0, 3.0, 1.0]
     assert pareto.pareto_front(cost, error).tolist() == [True, True, False, True]
+
+
+def test_defaults_benchmark_compares_current_and_previous_defaults(tmp_path):
+    from benchmarks import defaults
+
+    output = tmp_path / "defaults"
+    defaults.main(["--tasks", "forrester-lf-to-hf", "--sizes", "12", "--seeds", "0",
+                   "--n-source", "80", "--n-test", "60", "--output", str(output)])
+    df = pd.read_csv(output / "results.csv").set_index("arm")
+    assert list(df.index) == list(defaults.ARMS)
+    # the previous defaults are another estimator: other trainable parameters or fit
+    for method in ("lora", "ql"):
+        assert (df.loc[method, "rmse_sd"] != df.loc[f"{method}-previous", "rmse_sd"])
+    assert "ql / ql-previous" in (output / "defaults.md").read_text()
