@@ -1,11 +1,10 @@
-"""``python -m benchmarks.defaults``: the estimators' defaults against the previous ones.
+"""``python -m benchmarks.defaults``: the estimators' defaults against an alternative set.
 
-The defaults of ``LoraRegressor`` and ``QueryableLoraRegressor`` were re-chosen from the
-tuned-against-tuned run (``python -m benchmarks.tuned``, seeds 10-12; see
-``docs/benchmarks.md``). This benchmark judges that choice on data the choice never
-saw: seeds 0-2 of every task, n = 50 and 100, each estimator at its current defaults
-(``CURRENT``: nothing set but the base, the seed and, for Queryable LoRA, the task's
-description) against the same estimator with the previous defaults (``PREVIOUS``), on
+Candidate defaults come from the tuned-against-tuned run (``python -m benchmarks.tuned``,
+seeds 10-12; see ``docs/benchmarks.md``). This benchmark judges them on data the choice
+never saw: seeds 0-2 of every task, n = 50 and 100, each estimator at its current
+defaults (nothing set but the base, the seed and, for Queryable LoRA, the task's
+description) against the same estimator with the settings of :data:`ALTERNATIVES`, on
 the same base and rows. The table gives geometric-mean test RMSE ratios over task x
 seed x n pairs with bootstrap 95% intervals and Wilcoxon p-values.
 
@@ -30,16 +29,11 @@ from .cells import _seed
 from .run import DEFAULTS, run_serially
 from .stats import paired_summary
 
-# The defaults before issue #11's tuned run (the estimators' current ones need no
-# entry: an arm without parameters is the class at its defaults).
-PREVIOUS = {
-    "lora": {"rank": 8, "lr": 1e-3, "weight_decay": 0.0, "max_epochs": 200},
-    "ql": {"rank": 8, "n_atoms": 16, "top_k": 2, "lr": 1e-3, "weight_decay": 0.0,
-           "max_epochs": 200, "block_size": 2, "temperature": 1.0, "prior_strength": 1.0},
-}
-ARMS = {"lora": (LoraRegressor, {}), "lora-previous": (LoraRegressor, PREVIOUS["lora"]),
-        "ql": (QueryableLoraRegressor, {}),
-        "ql-previous": (QueryableLoraRegressor, PREVIOUS["ql"])}
+# Settings that differ from the current defaults; each is compared with its class at
+# its defaults ("lora" and "ql" below, which set nothing).
+ALTERNATIVES = {"ql-candidate": (QueryableLoraRegressor, {"block_size": 1,
+                                                          "temperature": 0.75})}
+ARMS = {"lora": (LoraRegressor, {}), "ql": (QueryableLoraRegressor, {}), **ALTERNATIVES}
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1, 2], "n_source": 2000,
         "n_test": 2000}
 QUICK = {"tasks": ["park91a-lf-to-hf", "forrester-lf-to-hf"], "sizes": [50], "seeds": [0],
@@ -78,14 +72,17 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
 
 
 def table(df: pd.DataFrame) -> str:
-    """Paired ratios: current against previous defaults, and Queryable LoRA against LoRA."""
+    """Paired ratios: each alternative against its class's defaults; QL against LoRA."""
     wide = df.pivot_table(index=["task", "seed", "n_train"], columns="arm", values="rmse_sd")
     fit = df.pivot_table(index=["task", "seed", "n_train"], columns="arm",
                          values="fit_time_s")
     lines = ["| comparison | RMSE ratio (95% CI) | p | better in | fit time ratio |",
              "|---|---|---|---|---|"]
-    for first, second in (("lora", "lora-previous"), ("ql", "ql-previous"),
-                          ("ql", "lora"), ("ql-previous", "lora-previous")):
+    defaults = {cls: arm for arm, (cls, params) in ARMS.items() if not params}
+    pairs = [(arm, defaults[cls]) for arm, (cls, _) in ALTERNATIVES.items()]
+    pairs += [(arm, "lora") for arm, (cls, _) in ARMS.items()
+              if cls is QueryableLoraRegressor]
+    for first, second in pairs:
         s = paired_summary(wide[first] / wide[second])
         t = paired_summary(fit[first] / fit[second])["ratio"]
         lines.append(f"| {first} / {second} | {s['ratio']:.3f} ({s['low']:.3f}–"
@@ -96,7 +93,7 @@ def table(df: pd.DataFrame) -> str:
 
 def make_config(args) -> dict:
     config = {**COMMON, **(QUICK if args.quick else FULL),
-              "previous": PREVIOUS}
+              "alternatives": {arm: params for arm, (_, params) in ALTERNATIVES.items()}}
     for key in ("tasks", "sizes", "seeds", "n_source", "n_test"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
@@ -126,7 +123,9 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     df = pd.DataFrame(run_serially(run_cell, config, output))
     df.to_csv(os.path.join(output, "results.csv"), index=False)
-    text = ["# Current defaults against the previous ones", "",
+    text = ["# Current defaults against alternatives", "",
+            "Alternatives: " + "; ".join(f"{arm}: {params}" for arm, (_, params)
+                                         in ALTERNATIVES.items()), "",
             f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
             "below 1: the first has the lower test error.", "", table(df), ""]
     with open(os.path.join(output, "defaults.md"), "w") as f:

@@ -262,6 +262,10 @@ def report(df: pd.DataFrame, config: dict) -> str:
         best = min(values, key=lambda m: values[m] if np.isfinite(values[m]) else np.inf)
         lines.append(f"| {task} | " + " | ".join(
             (f"**{v:.4f}**" if m == best else f"{v:.4f}") for m, v in values.items()) + " |")
+    lines += ["", "## Where the tuned values sit in each search space", "",
+              "position: median quantile of the tuned value under the search distribution "
+              "(0.5 = no preference); p: Mann-Whitney U against draws from it.", "",
+              preferences(df).to_markdown(index=False, floatfmt=".3g")]
     lines += ["", "## Tuned hyperparameters (median, or counts of each value)", ""]
     for method in methods:
         params = pd.DataFrame(list(df[df.method == method].best_params))
@@ -275,6 +279,47 @@ def report(df: pd.DataFrame, config: dict) -> str:
                 parts.append(f"{col} {q[0.5]:.3g} ({q[0.25]:.3g}–{q[0.75]:.3g})")
         lines.append(f"- {method}: " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def _prior_sample(dist, n: int = 20000, seed: int = 0) -> np.ndarray:
+    """Draws from a search distribution as a sampler without information would make."""
+    rng = np.random.default_rng(seed)
+    low, high = float(dist.low), float(dist.high)
+    integer = isinstance(dist, IntDistribution)
+    if integer:  # Optuna's integer draws: continuous on [low - 0.5, high + 0.5], rounded
+        low, high = low - 0.5, high + 0.5
+    if dist.log:
+        values = np.exp(rng.uniform(np.log(max(low, 1e-12)), np.log(high), n))
+    else:
+        values = rng.uniform(low, high, n)
+    return np.clip(np.round(values), dist.low, dist.high) if integer else values
+
+
+def preferences(df: pd.DataFrame) -> pd.DataFrame:
+    """Where the tuned values of each hyperparameter sit within its search space.
+
+    ``position``: the median over studies of the tuned value's quantile under the
+    search distribution (0.5: no preference; near 0 or 1: the low or high end), with
+    ties counted half. ``p``: Mann-Whitney U test of the tuned values against draws from
+    the search distribution; a small p says the data prefer a region of the space.
+    """
+    from scipy.stats import mannwhitneyu
+
+    rows = []
+    for method, group in df.groupby("method", sort=False):
+        params = pd.DataFrame(list(group.best_params))
+        for name, dist in SPACES[method].items():
+            tuned_values = params[name].to_numpy(float)
+            prior = np.sort(_prior_sample(dist))
+            below = np.searchsorted(prior, tuned_values, "left")
+            equal = np.searchsorted(prior, tuned_values, "right") - below
+            position = np.median((below + 0.5 * equal) / len(prior))
+            rows.append({"method": method, "param": name,
+                         "median tuned": float(np.median(tuned_values)),
+                         "median of the space": float(np.median(prior)),
+                         "position": float(position),
+                         "p": float(mannwhitneyu(tuned_values, prior).pvalue)})
+    return pd.DataFrame(rows)
 
 
 def importances(config: dict, storage_url: str, path: str) -> pd.DataFrame:

@@ -79,7 +79,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto.pareto_front(cost, error).tolist() == [True, True, False, True]
 
 
-def test_defaults_benchmark_compares_current_and_previous_defaults(tmp_path):
+def test_defaults_benchmark_compares_defaults_with_alternatives(tmp_path):
     from benchmarks import defaults
 
     output = tmp_path / "defaults"
@@ -87,7 +87,10 @@ def test_defaults_benchmark_compares_current_and_previous_defaults(tmp_path):
                    "--n-source", "80", "--n-test", "60", "--output", str(output)])
     df = pd.read_csv(output / "results.csv").set_index("arm")
     assert list(df.index) == list(defaults.ARMS)
-    # the previous defaults are another estimator: other trainable parameters or fit
-    for method in ("lora", "ql"):
-        assert (df.loc[method, "rmse_sd"] != df.loc[f"{method}-previous", "rmse_sd"])
-    assert "ql / ql-previous" in (output / "defaults.md").read_text()
+    text = (output / "defaults.md").read_text()
+    for arm, (cls, params) in defaults.ALTERNATIVES.items():
+        # an alternative differs from its class's defaults
+        assert any(cls().get_params()[k] != v for k, v in params.items())
+        assert f"| {arm} / " in text
+        assert df.loc[arm, "rmse_sd"] > 0
+    assert "| ql / lora |" in text
