@@ -31,8 +31,7 @@ from .stats import paired_summary
 
 # Settings that differ from the current defaults; each is compared with its class at
 # its defaults ("lora" and "ql" below, which set nothing).
-ALTERNATIVES = {"ql-candidate": (QueryableLoraRegressor, {"block_size": 1,
-                                                          "temperature": 0.75})}
+ALTERNATIVES = {"ql-candidate": (QueryableLoraRegressor, {"block_size": 1})}
 ARMS = {"lora": (LoraRegressor, {}), "ql": (QueryableLoraRegressor, {}), **ALTERNATIVES}
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1, 2], "n_source": 2000,
         "n_test": 2000}

@@ -29,7 +29,7 @@ def one_worker(tmp_path_factory):
 
 def test_every_method_tuned_and_reported(one_worker, tmp_path):
     df = one_worker
-    assert list(df.method) == list(tuned.METHODS)
+    assert list(df.method) == tuned.FULL["methods"] == ["lora", "ql", "finetune"]
     assert df.rmse_sd.gt(0).all() and df.search_time_s.gt(0).all()
     assert (df.complete + df.pruned + df.failed).eq(2).all()
     # every tuned hyperparameter is recorded, within its space
@@ -88,4 +88,18 @@ def test_workers_on_a_dask_cluster_share_a_postgresql_storage(one_worker, tmp_pa
     cols = ["task", "seed", "method", "rmse_sd", "best_params"]
     pd.testing.assert_frame_equal(df[cols], one_worker[cols])
     names = {s.study_name for s in make_storage(postgres_url).get_all_studies()}
-    assert {tuned.study_name("forrester-lf-to-hf", 0, m) for m in tuned.METHODS} <= names
+    assert {tuned.study_name("forrester-lf-to-hf", 0, m) for m in tuned.FULL["methods"]} <= names
+
+
+def test_noisy_routing_joins_a_finished_run_through_its_storage(one_worker, tmp_path):
+    # The option arm searches routing_noise too, and reads the other arms' studies
+    # from the same storage instead of refitting them.
+    first = tmp_path / "first"
+    _run(first, "--workers", "1", "--methods", "lora")
+    df = _run(tmp_path / "noise", "--workers", "1", "--methods", "lora", "ql-noise",
+              "--storage", str(first / "studies.journal"))
+    assert list(df.method) == ["lora", "ql-noise"]
+    assert "routing_noise" in ast.literal_eval(df.best_params[1])
+    assert "| ql-noise / lora |" in (tmp_path / "noise" / "tuned.md").read_text()
+    lora = df[df.method == "lora"].iloc[0]
+    assert lora.rmse_sd == one_worker[one_worker.method == "lora"].iloc[0].rmse_sd

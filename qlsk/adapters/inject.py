@@ -125,10 +125,12 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
     **config
         ``rank`` (8), ``alpha`` (16), ``dropout`` (0) for both methods; for
         ``"queryable"`` also ``n_atoms`` (16), ``top_k`` (2), ``block_size`` (2),
-        ``temperature`` (1), ``routing_noise`` (0), ``key_dim`` (``max(rank, 8)``), ``prior_strength`` (1),
-        ``prior_temperature`` (0.5), ``task_description`` (None: no prior; a string
-        or a precomputed vector), ``text_encoder`` ("lexical", "semantic" or a
-        callable), and two ablation switches whose defaults are the method:
+        ``temperature`` (1), ``routing_noise`` (0: see
+        :class:`~qlsk.adapters.queryable.AtomMemory`), ``key_dim`` (``max(rank, 8)``),
+        ``prior_strength`` (1), ``prior_temperature`` (0.5), ``task_description``
+        (None: no prior; a string or a precomputed vector), ``text_encoder``
+        ("lexical", "semantic" or a callable), and two ablation switches whose
+        defaults are the method:
         ``query`` ("state+depth"; or "state", "detached", "constant", "random") and
         ``freeze_atoms`` (False), see :func:`qlsk.adapters.ablations.build_memory`.
 

@@ -507,9 +507,9 @@ class QueryableLoraRegressor(LoraRegressor):
                  task_description=None, text_encoder="lexical", target_modules=None,
                  query="state+depth", freeze_atoms=False, output_calibration=True,
                  calibration_shrinkage=0.0, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
-                 weight_decay=0.0, max_epochs=200,
-                 batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
-                 device="cpu", random_state=None, verbose=0, callbacks=None):
+                 weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
         super().__init__(
             base=base, rank=rank, alpha=alpha, target_modules=target_modules,
             output_calibration=output_calibration, calibration_shrinkage=calibration_shrinkage,
