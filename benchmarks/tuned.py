@@ -15,6 +15,8 @@ cluster (``--dask-scheduler``). A worker claims a whole study and runs its trial
 after another, so a study's trials do not depend on how many workers share the
 storage: the same seed gives the same search. An interrupted run resumes: trials that
 were running are marked failed and not counted, and the study goes on to its budget.
+Start one launcher per storage at a time: on starting, it releases the claims that the
+workers of an earlier, interrupted launch still held.
 The test score of each study is stored in the study's user attributes.
 
 Writes ``tuned.md`` (per-task table, paired ratios with bootstrap intervals and
