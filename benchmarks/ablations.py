@@ -30,13 +30,12 @@ from qlsk import (
     FineTuneRegressor,
     GradientDiagnostics,
     LoraRegressor,
-    MLPRegressor,
     QueryableLoraRegressor,
 )
-from qlsk.simlib import list_tasks, load_task
+from qlsk.simlib import load_task
 
-from .cells import _seed, matched_lora_rank, misleading_description
-from .run import DEFAULTS, run_serially
+from .cells import _seed, matched_lora_rank, misleading_description, pretrain_base, rmse_sd
+from .run import DEFAULTS, resolve_tasks, run_serially
 from .stats import paired_summary
 
 # name: (QueryableLoraRegressor options over the full method, what it removes)
@@ -86,7 +85,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
                          n_test=config["n_test"], noise=config["noise"], random_state=seed)
         if base is None:
-            base = _pretrain(config, task, _seed(task_name, seed))
+            base = pretrain_base(config, task, task_name, seed)
         common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
                   "batch_size": config["batch_size"],
                   "output_calibration": config["output_calibration"],
@@ -97,7 +96,6 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                   for v in config["variants"]}
         rank = matched_lora_rank(models["full"], base, task.X_train.shape[1])
         models["lora"] = LoraRegressor(rank=rank, **common)
-        sd = task.y_test.std()
         for variant, model in models.items():
             t0 = time.perf_counter()
             model.fit(task.X_train, task.y_train)
@@ -105,17 +103,11 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             pred = model.predict(task.X_test)
             rows.append({"task": task_name, "seed": seed, "n_train": n_train,
                          "variant": variant,
-                         "rmse_sd": float(np.sqrt(np.mean((pred - task.y_test) ** 2)) / sd),
+                         "rmse_sd": rmse_sd(task.y_test, pred),
                          "fit_time_s": fit_time,
                          "n_trainable_params": int(model.n_trainable_params_),
                          "lora_rank": rank})
     return rows
-
-
-def _pretrain(config: dict, task, seed: int) -> MLPRegressor:
-    return MLPRegressor(hidden_layer_sizes=config["hidden"], max_epochs=config["base_epochs"],
-                        batch_size=config["batch_size"], lr=config["lr"],
-                        random_state=seed).fit(task.X_source, task.y_source)
 
 
 def run(config: dict, output: str, report_only: bool = False) -> pd.DataFrame:
@@ -184,7 +176,7 @@ def gradient_diagnostics(config: dict, output: str, seed: int = 0) -> dict:
     name, n_train = config["diagnostics_task"], max(config["sizes"])
     task = load_task(name, n_source=config["n_source"], n_train=n_train,
                      n_test=config["n_test"], noise=config["noise"], random_state=seed)
-    base = _pretrain(config, task, _seed(name, seed))
+    base = pretrain_base(config, task, name, seed)
     common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
               "batch_size": config["batch_size"],
               "output_calibration": config["output_calibration"],
@@ -244,11 +236,7 @@ def make_config(args) -> dict:
                 "max_epochs", "variants"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if config["tasks"] is None:
-        config["tasks"] = list(list_tasks()["name"])
-    unknown = set(config["tasks"]) - set(list_tasks()["name"])
-    if unknown:
-        raise SystemExit(f"unknown tasks {sorted(unknown)}")
+    resolve_tasks(config)
     if set(config["variants"]) - set(VARIANTS) or "full" not in config["variants"]:
         raise SystemExit(f"--variants must include full and be among {list(VARIANTS)}")
     return config

@@ -95,6 +95,23 @@ def matched_lora_rank(ql: QueryableLoraRegressor, base: MLPRegressor, n_features
     return max(1, int(round(n_ql / per_rank)))
 
 
+def pretrain_base(config: dict, task, task_name: str, seed: int) -> MLPRegressor:
+    """The base every method of a (task, seed) cell adapts, pretrained on the source rows.
+
+    Every benchmark pretrains its bases here, so one task and seed gives the same base
+    in all of them.
+    """
+    return MLPRegressor(hidden_layer_sizes=config["hidden"], max_epochs=config["base_epochs"],
+                        batch_size=config["batch_size"], lr=config["lr"],
+                        random_state=_seed(task_name, seed)).fit(task.X_source, task.y_source)
+
+
+def rmse_sd(y_true, pred) -> float:
+    """Test RMSE divided by the standard deviation of the test targets."""
+    y_true = np.asarray(y_true)
+    return float(np.sqrt(np.mean((np.ravel(pred) - y_true) ** 2)) / y_true.std())
+
+
 def _stability(history) -> float:
     losses = [row["train_loss"] for row in history[-10:]]
     return float(np.std(losses)) if losses else float("nan")
@@ -113,18 +130,13 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                          n_test=config["n_test"], noise=config["noise"], random_state=seed)
         if base is None:
             t0 = time.perf_counter()
-            base = MLPRegressor(hidden_layer_sizes=config["hidden"],
-                                max_epochs=config["base_epochs"],
-                                batch_size=config["batch_size"], lr=config["lr"],
-                                random_state=_seed(task_name, seed)).fit(task.X_source,
-                                                                         task.y_source)
+            base = pretrain_base(config, task, task_name, seed)
             base_time = time.perf_counter() - t0
         rows += _run_size(config, task_name, seed, n_train, task, base, base_time)
     return rows
 
 
 def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[dict]:
-    sd = task.y_test.std()
     models = _models(config, task_name, task.description, base, _seed(task_name, seed, n_train),
                      task.X_train.shape[1])
     rows = []
@@ -161,7 +173,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
         predict_time = time.perf_counter() - t0
         history = getattr(model, "history_", [])
         row.update({
-            "rmse_sd": float(np.sqrt(np.mean((pred - task.y_test) ** 2)) / sd),
+            "rmse_sd": rmse_sd(task.y_test, pred),
             "r2": float(r2_score(task.y_test, pred)),
             "stability": _stability(history) if method != "base" else float("nan"),
             "fit_time_s": fit_time,

@@ -18,15 +18,14 @@ import argparse
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 
-from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
-from qlsk.simlib import list_tasks, load_task
+from qlsk import LoraRegressor, QueryableLoraRegressor
+from qlsk.simlib import load_task
 
-from .cells import _seed
-from .run import DEFAULTS, run_serially
+from .cells import _seed, pretrain_base, rmse_sd
+from .run import DEFAULTS, resolve_tasks, run_serially
 from .stats import paired_summary
 
 # Settings that differ from the current defaults; each is compared with its class at
@@ -38,7 +37,7 @@ FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1, 2], "n_source": 2000,
 QUICK = {"tasks": ["park91a-lf-to-hf", "forrester-lf-to-hf"], "sizes": [50], "seeds": [0],
          "n_source": 1000, "n_test": 1000}
 COMMON = {"noise": DEFAULTS["noise"], "hidden": DEFAULTS["hidden"], "base_epochs": 60,
-          "batch_size": DEFAULTS["batch_size"]}
+          "batch_size": DEFAULTS["batch_size"], "lr": DEFAULTS["lr"]}  # lr: the base's
 
 
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
@@ -48,11 +47,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
                          n_test=config["n_test"], noise=config["noise"], random_state=seed)
         if base is None:
-            base = MLPRegressor(hidden_layer_sizes=config["hidden"],
-                                max_epochs=config["base_epochs"],
-                                batch_size=config["batch_size"],
-                                random_state=_seed(task_name, seed)).fit(task.X_source,
-                                                                         task.y_source)
+            base = pretrain_base(config, task, task_name, seed)
         for arm, (cls, params) in ARMS.items():
             extra = ({"task_description": task.description}
                      if cls is QueryableLoraRegressor else {})
@@ -63,8 +58,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             fit_time = time.perf_counter() - t0
             pred = model.predict(task.X_test)
             rows.append({"task": task_name, "seed": seed, "n_train": n_train, "arm": arm,
-                         "rmse_sd": float(np.sqrt(np.mean((pred - task.y_test) ** 2))
-                                          / task.y_test.std()),
+                         "rmse_sd": rmse_sd(task.y_test, pred),
                          "fit_time_s": fit_time,
                          "n_trainable_params": int(model.n_trainable_params_)})
     return rows
@@ -96,11 +90,7 @@ def make_config(args) -> dict:
     for key in ("tasks", "sizes", "seeds", "n_source", "n_test"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if config["tasks"] is None:
-        config["tasks"] = list(list_tasks()["name"])
-    unknown = set(config["tasks"]) - set(list_tasks()["name"])
-    if unknown:
-        raise SystemExit(f"unknown tasks {sorted(unknown)}")
+    resolve_tasks(config)
     return config
 
 

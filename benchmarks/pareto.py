@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
-from qlsk.simlib import list_tasks, load_task
+from qlsk import LoraRegressor, QueryableLoraRegressor
+from qlsk.simlib import load_task
 
-from .cells import _seed
-from .run import DEFAULTS, run_serially
+from .cells import _seed, pretrain_base, rmse_sd
+from .run import DEFAULTS, resolve_tasks, run_serially
 
 FULL = {"tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "borehole-kw-range"],
         "seeds": [0, 1, 2], "ranks": [2, 4, 8, 16], "atoms": [4, 8, 16, 32],
@@ -65,14 +65,12 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     """Fit every configuration on one task and seed."""
     task = load_task(task_name, n_source=config["n_source"], n_train=config["n_train"],
                      n_test=config["n_test"], noise=config["noise"], random_state=seed)
-    base = MLPRegressor(hidden_layer_sizes=config["hidden"], max_epochs=config["base_epochs"],
-                        batch_size=config["batch_size"], lr=config["lr"],
-                        random_state=_seed(task_name, seed)).fit(task.X_source, task.y_source)
+    base = pretrain_base(config, task, task_name, seed)
     common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
               "batch_size": config["batch_size"],
               "output_calibration": config["output_calibration"],
               "random_state": _seed(task_name, seed, config["n_train"])}
-    sd, rows = task.y_test.std(), []
+    rows = []
     for setting in configurations(config):
         if setting["method"] == "ql":
             model = QueryableLoraRegressor(
@@ -85,7 +83,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         fit_time = time.perf_counter() - t0
         pred = model.predict(task.X_test)
         rows.append({"task": task_name, "seed": seed, **setting,
-                     "rmse_sd": float(np.sqrt(np.mean((pred - task.y_test) ** 2)) / sd),
+                     "rmse_sd": rmse_sd(task.y_test, pred),
                      "latency_us_per_row": _latency_us(model, task.X_test,
                                                        config["latency_repeats"]),
                      "n_trainable_params": int(model.n_trainable_params_),
@@ -181,9 +179,7 @@ def make_config(args) -> dict:
                 "n_source", "n_test", "base_epochs", "max_epochs"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    unknown = set(config["tasks"]) - set(list_tasks()["name"])
-    if unknown:
-        raise SystemExit(f"unknown tasks {sorted(unknown)}")
+    resolve_tasks(config)
     return config
 
 

@@ -47,9 +47,21 @@ DEFAULTS = {
 }
 
 
-def make_config(args) -> dict:
+def resolve_tasks(config: dict) -> dict:
+    """Set ``config["tasks"]`` (``None``: every task of :mod:`qlsk.simlib`); refuse
+    unknown task names. Every benchmark's configuration goes through here."""
     from qlsk.simlib import list_tasks
 
+    known = list(list_tasks()["name"])
+    if config["tasks"] is None:
+        config["tasks"] = known
+    unknown = sorted(set(config["tasks"]) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown tasks {unknown}")
+    return config
+
+
+def make_config(args) -> dict:
     preset = QUICK if args.quick else MULTIFIDELITY if args.multifidelity else FULL
     config = {**DEFAULTS, **preset}
     for key in ("tasks", "sizes", "seeds", "methods", "n_source", "n_test", "base_epochs",
@@ -57,8 +69,7 @@ def make_config(args) -> dict:
         value = getattr(args, key)
         if value is not None:
             config[key] = value
-    if config["tasks"] is None:
-        config["tasks"] = list(list_tasks()["name"])
+    resolve_tasks(config)
     if config["methods"] is None:
         from .peft_methods import available
 
@@ -66,9 +77,6 @@ def make_config(args) -> dict:
     unknown = sorted(set(config["methods"]) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    known = set(list_tasks()["name"])
-    if set(config["tasks"]) - known:
-        raise SystemExit(f"unknown tasks {sorted(set(config['tasks']) - known)}")
     config["hidden"] = list(config["hidden"])
     return config
 

@@ -41,12 +41,12 @@ import torch
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
-from qlsk.simlib import list_tasks, load_task
+from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
+from qlsk.simlib import load_task
 from qlsk.tuning import make_storage, refit_best, tune
 
-from .cells import _seed
-from .run import DEFAULTS
+from .cells import _seed, pretrain_base, rmse_sd
+from .run import DEFAULTS, resolve_tasks
 from .stats import paired_summary
 
 METHODS = ("lora", "ql", "finetune", "ql-noise")
@@ -73,7 +73,8 @@ QUICK = {"tasks": ["park91a-lf-to-hf", "forrester-lf-to-hf"], "seeds": [10],
          "n_train": 100, "n_source": 1000, "n_test": 1000, "trials": 4,
          "methods": ["lora", "ql", "finetune"]}
 COMMON = {"noise": DEFAULTS["noise"], "batch_size": DEFAULTS["batch_size"],
-          "hidden": DEFAULTS["hidden"], "base_epochs": 60, "cv": 3}
+          "hidden": DEFAULTS["hidden"], "base_epochs": 60, "lr": DEFAULTS["lr"],  # the base's
+          "cv": 3}
 # Study names: one per task, seed and method; a claim marks a study a worker runs.
 _CLAIM = "claim:"
 
@@ -120,12 +121,6 @@ def release_claims(storage) -> None:
             optuna.delete_study(study_name=summary.study_name, storage=storage)
 
 
-def _base(config: dict, task, name: str, seed: int) -> MLPRegressor:
-    return MLPRegressor(hidden_layer_sizes=config["hidden"], max_epochs=config["base_epochs"],
-                        batch_size=config["batch_size"],
-                        random_state=_seed(name, seed)).fit(task.X_source, task.y_source)
-
-
 def run_study(config: dict, storage, name: str, seed: int, method: str, base, task) -> None:
     """Run one study to its budget, refit its best trial and store the test score."""
     key = study_name(name, seed, method)
@@ -148,7 +143,7 @@ def run_study(config: dict, storage, name: str, seed: int, method: str, base, ta
     best = refit_best(estimator, study, task.X_train, task.y_train, trials=trials)
     fit_time = time.perf_counter() - t0
     pred = best.predict(task.X_test)
-    rmse = float(np.sqrt(np.mean((pred - task.y_test) ** 2)) / task.y_test.std())
+    rmse = rmse_sd(task.y_test, pred)
     states = [t.state.name for t in trials]
     study.set_user_attr("result", {
         "task": name, "seed": seed, "method": method, "n_train": config["n_train"],
@@ -177,7 +172,7 @@ def worker(config: dict, storage_url: str, worker_id: int) -> int:
                     task = load_task(name, n_source=config["n_source"],
                                      n_train=config["n_train"], n_test=config["n_test"],
                                      noise=config["noise"], random_state=seed)
-                    base = _base(config, task, name, seed)
+                    base = pretrain_base(config, task, name, seed)
                 t0 = time.perf_counter()
                 run_study(config, storage, name, seed, method, base, task)
                 ran += 1
@@ -371,11 +366,7 @@ def make_config(args) -> dict:
                 "base_epochs"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if config["tasks"] is None:
-        config["tasks"] = list(list_tasks()["name"])
-    unknown = set(config["tasks"]) - set(list_tasks()["name"])
-    if unknown:
-        raise SystemExit(f"unknown tasks {sorted(unknown)}")
+    resolve_tasks(config)
     if set(config["methods"]) - set(METHODS):
         raise SystemExit(f"unknown methods; choose from {list(METHODS)}")
     if config["trials"] < 1:
