@@ -42,7 +42,8 @@ def _cell(task_name: str, seed: int) -> list[dict]:
             for variant, shrinkage in VARIANTS.items():
                 calibration = {"output_calibration": False} if shrinkage is None else {
                     "output_calibration": True, "calibration_shrinkage": shrinkage}
-                model = cls(base=base, max_epochs=150, random_state=seed, **params,
+                model = cls(base=base, max_epochs=150, regularization="fixed", random_state=seed,
+                            **params,
                             **calibration).fit(task.X_train, task.y_train)
                 error = np.sqrt(np.mean((model.predict(task.X_test) - task.y_test) ** 2))
                 rows.append({"task": task_name, "seed": seed, "n": n, "method": method,

@@ -60,7 +60,9 @@ def _models(config, task_name, description, base, seed, n_features):
     common = {"max_epochs": config["max_epochs"], "batch_size": config["batch_size"],
               "lr": config["lr"], "early_stopping": config["early_stopping"],
               "random_state": seed}
-    plain = {"output_calibration": False}  # the adapters as in the paper; "-cal" adds it
+    # the adapters as in the paper ("-cal" adds the calibration), in the configured regime
+    plain = {"output_calibration": False, "regularization": config["regularization"],
+             "max_steps": config["max_steps"]}
     ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
           "block_size": config["block_size"], "base": base, **common}
     models = {
@@ -144,7 +146,8 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
         row = {"task": task_name, "seed": seed, "n_train": n_train, "method": method,
                "noise": config["noise"], "n_source": config["n_source"],
                "max_epochs": config["max_epochs"], "base_epochs": config["base_epochs"],
-               "lr": config["lr"], "tune_trials": config["tune_trials"]}
+               "lr": config["lr"], "tune_trials": config["tune_trials"],
+               "regularization": config["regularization"], "max_steps": config["max_steps"]}
         if method == "mfk" and not smt_available():
             rows.append({**row, "rmse_sd": float("nan"), "r2": float("nan"),
                          "note": "skipped: smt is not installed (pip install qlsk[mf])"})

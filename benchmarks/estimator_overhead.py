@@ -54,6 +54,7 @@ def main(argv=None):
     for cls, extra in ((LoraRegressor, {"rank": 4}),
                        (QueryableLoraRegressor, {"rank": 4, "n_atoms": 8})):
         kw = dict(base=base, max_epochs=args.epochs, batch_size=args.batch_size,
+                  regularization="fixed",
                   random_state=0, **extra)
         fit_times, loop_times = [], []
         for _ in range(args.repeats):

@@ -77,7 +77,7 @@ LABELS = {
 USAGE_ROWS = 200
 # LoRA and fine-tuning without the learned output calibration, like the shared memory
 # and the conditioning network: every LoRA-factor method trains the same parameters.
-PLAIN = {"output_calibration": False}
+PLAIN = {"output_calibration": False, "regularization": "fixed"}
 
 
 def _seed(*parts) -> int:

@@ -39,6 +39,7 @@ QUICK = {"tasks": ["park91a-lf-to-hf", "friedman-sine-doubled"], "seeds": [0],
 # Output calibration off: the adapters as in the paper, whatever the estimators' default.
 COMMON = {"n_train": 100, "n_source": 1000, "n_test": 1000, "base_epochs": 60,
           "max_epochs": 150, "latency_repeats": 5, "output_calibration": False,
+          "regularization": "fixed",  # the sweep as reported, under the fixed recipe
           **{key: DEFAULTS[key] for key in ("noise", "lr", "batch_size", "hidden",
                                             "block_size")}}
 
@@ -67,7 +68,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                      n_test=config["n_test"], noise=config["noise"], random_state=seed)
     base = pretrain_base(config, task, task_name, seed)
     common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
-              "batch_size": config["batch_size"],
+              "batch_size": config["batch_size"], "regularization": config["regularization"],
               "output_calibration": config["output_calibration"],
               "random_state": _seed(task_name, seed, config["n_train"])}
     rows = []

@@ -101,11 +101,16 @@ class AR1GPRegressor(_BaseGP):
         self.n_trainable_params_ = 2 + len(self.gp_.kernel_.theta)
         return self
 
-    def predict(self, X):
+    def predict(self, X, return_std=False):
+        """The prediction; with ``return_std``, also the GP's predictive standard
+        deviation of a new observation (its white noise included)."""
         check_is_fitted(self, "gp_")
         X = validate_data(self, X, reset=False)
         f = np.asarray(self.base.predict(X), dtype=float)
-        return self.rho_ * f + self.c_ + self.gp_.predict(self._box(X))
+        delta = self.gp_.predict(self._box(X), return_std=return_std)
+        if return_std:
+            return self.rho_ * f + self.c_ + delta[0], delta[1]
+        return self.rho_ * f + self.c_ + delta
 
 
 class NARGPRegressor(_BaseGP):
@@ -147,10 +152,12 @@ class NARGPRegressor(_BaseGP):
     def _augment(self, X, f):
         return np.column_stack([self._box(X), (f - self.f_mean_) / self.f_scale_])
 
-    def predict(self, X):
+    def predict(self, X, return_std=False):
+        """The prediction; with ``return_std``, also its standard deviation (as AR1's)."""
         check_is_fitted(self, "gp_")
         X = validate_data(self, X, reset=False)
-        return self.gp_.predict(self._augment(X, np.asarray(self.base.predict(X), float)))
+        return self.gp_.predict(self._augment(X, np.asarray(self.base.predict(X), float)),
+                                return_std=return_std)
 
 
 class MFKRegressor(_BoxGP):

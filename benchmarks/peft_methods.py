@@ -30,7 +30,8 @@ class PeftRegressor(FineTuneRegressor):
                  early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
                  random_state=None, verbose=0, callbacks=None):
         super().__init__(  # PEFT's methods as published: no output calibration
-            base=base, output_calibration=False, hidden_layer_sizes=hidden_layer_sizes, lr=lr,
+            base=base, output_calibration=False, regularization="fixed",
+            hidden_layer_sizes=hidden_layer_sizes, lr=lr,
             weight_decay=weight_decay, max_epochs=max_epochs, batch_size=batch_size,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             patience=patience, device=device, random_state=random_state, verbose=verbose,

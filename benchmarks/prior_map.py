@@ -71,7 +71,8 @@ def _seed(seed: int, epochs: int) -> None:
     # task-blind references: the base alone, and one adapter on all rows pooled (the
     # adapters as they were measured: without output calibration)
     Xn = fam.X_train[fam.feature_names].to_numpy()
-    plain = {"max_epochs": epochs, "random_state": seed, "output_calibration": False}
+    plain = {"max_epochs": epochs, "random_state": seed, "output_calibration": False,
+             "regularization": "fixed"}
     blind = {"base": base,
              "lora": LoraRegressor(base=base, rank=4, **plain).fit(Xn, fam.y_train),
              "qlora": QueryableLoraRegressor(base=base, rank=4, n_atoms=8, top_k=2,

@@ -168,6 +168,15 @@ def _save(fig, output: str, name: str) -> str:
     return name
 
 
+def _regime(config: dict) -> str:
+    """How the adapters were trained, in words (runs before the evidence default: fixed)."""
+    regime = config.get("regularization", "fixed")
+    if regime == "fixed":
+        return "adapters trained by the fixed recipe"
+    return (f"adapters regularised by the {regime} (full batch, up to "
+            f"{config.get('max_steps', 2000)} steps per strength)")
+
+
 def write_report(rows: list[dict], config: dict, output: str) -> str:
     """Write results.csv, results.json, summary.md and plots; return the summary table."""
     methods = [m for m in config["methods"]]
@@ -184,7 +193,8 @@ def write_report(rows: list[dict], config: dict, output: str) -> str:
     text = [
         "# Benchmark summary", "",
         f"Tasks {len(config['tasks'])}, sizes {config['sizes']}, seeds {config['seeds']}, "
-        f"noise {config['noise']}, {config['max_epochs']} epochs (lr {config['lr']}, batch "
+        f"noise {config['noise']}; {_regime(config)}, the MLP from scratch and fixed-recipe "
+        f"arms {config['max_epochs']} epochs (lr {config['lr']}, batch "
         f"{config['batch_size']}, early stopping {config['early_stopping']}), base pretrained "
         f"{config['base_epochs']} epochs on {config['n_source']} source rows, Optuna trials "
         f"per method {config['tune_trials']}.", "",

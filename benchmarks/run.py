@@ -44,6 +44,8 @@ DEFAULTS = {
     "noise": 0.1, "lr": 1e-3, "batch_size": 32,
     "early_stopping": False, "hidden": [64, 64, 64], "rank": 4, "n_atoms": 8, "top_k": 2,
     "block_size": 2, "tune_trials": 0,
+    # the adapters' regime (the estimators' default); "fixed": max_epochs of mini-batches
+    "regularization": "evidence", "max_steps": 2000,
 }
 
 
@@ -65,7 +67,7 @@ def make_config(args) -> dict:
     preset = QUICK if args.quick else MULTIFIDELITY if args.multifidelity else FULL
     config = {**DEFAULTS, **preset}
     for key in ("tasks", "sizes", "seeds", "methods", "n_source", "n_test", "base_epochs",
-                "max_epochs", "noise", "tune_trials"):
+                "max_epochs", "noise", "tune_trials", "regularization", "max_steps"):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
@@ -217,6 +219,10 @@ def main(argv=None) -> None:
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--regularization", choices=["evidence", "cv", "fixed"], default=None,
+                        help="the adapters' regime (default: evidence)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="full-batch steps per strength under evidence or cv")
     parser.add_argument("--noise", type=float, default=None)
     parser.add_argument("--tune-trials", type=int, default=None,
                         help="Optuna trials over lr for every neural method (default 0)")

@@ -50,3 +50,27 @@ def paired_summary(ratios) -> dict:
     ratio, low, high = geometric_ratio_ci(ratios)
     return {"ratio": ratio, "low": low, "high": high, "p": wilcoxon_p(ratios),
             "better": float(np.mean(ratios < 1)), "pairs": len(ratios)}
+
+
+def interval_scores(y, mean, std, level: float = 0.9) -> dict:
+    """How good a Gaussian predictive distribution ``N(mean, std²)`` is for targets ``y``.
+
+    Returns
+    -------
+    dict
+        ``coverage`` (share of ``y`` inside the central ``level`` interval),
+        ``width`` (its mean width), ``nll`` (mean Gaussian negative log-likelihood)
+        and ``crps`` (mean continuous ranked probability score, closed form), all
+        in the units of ``y`` (NLL: nats).
+    """
+    from scipy.stats import norm
+
+    y, mean = np.ravel(y).astype(float), np.ravel(mean).astype(float)
+    std = np.maximum(np.ravel(std).astype(float), 1e-300)
+    z = (y - mean) / std
+    half = norm.ppf(0.5 + level / 2) * std
+    crps = std * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
+    return {"coverage": float(np.mean(np.abs(y - mean) <= half)),
+            "width": float(np.mean(2 * half)),
+            "nll": float(np.mean(0.5 * np.log(2 * np.pi * std ** 2) + 0.5 * z ** 2)),
+            "crps": float(np.mean(crps))}

@@ -84,7 +84,8 @@ def study_name(task: str, seed: int, method: str) -> str:
 
 
 def _estimator(method: str, base, description: str, seed: int, config: dict):
-    common = {"base": base, "batch_size": config["batch_size"], "random_state": seed}
+    common = {"base": base, "batch_size": config["batch_size"], "random_state": seed,
+              "regularization": "fixed"}  # the study as it was run; see docs/benchmarks.md
     if method == "lora":
         return LoraRegressor(**common)
     if method in ("ql", "ql-noise"):

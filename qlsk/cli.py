@@ -173,9 +173,9 @@ def run_tune(args) -> None:
     # Everything that can be refused is refused before the base is pretrained, which
     # takes minutes.
     _check_task(args.task)
-    if args.n_train < args.cv:
-        raise ValueError(f"--n-train {args.n_train} is smaller than --cv {args.cv}: "
-                         "every fold needs rows")
+    if args.n_train < 2 * args.cv:
+        raise ValueError(f"--n-train {args.n_train} is too small for --cv {args.cv}: every "
+                         "fold needs at least 2 test rows for R^2")
     storage = make_storage(args.storage, args.heartbeat, args.grace)
     task = load_task(args.task, n_source=args.n_source, n_train=args.n_train,
                      noise=args.noise, random_state=args.seed)
@@ -268,9 +268,11 @@ def _write_report(study, out: str) -> list[str]:
 def main(argv=None) -> None:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``)."""
     args = _parser().parse_args(argv)
+    from qlsk.tuning import NoCompletedTrialError  # after --help, which needs no optuna
+
     try:
         (run_report if args.report else run_tune)(args)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, NoCompletedTrialError) as exc:
         # str() of a KeyError is its message in quotes.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"qlsk: error: {message}", file=sys.stderr)

@@ -248,6 +248,16 @@ def test_layers_out_of_forward_order_raise():
         model(torch.randn(2, 3, 3))
 
 
+def test_module_apply_reaches_the_atom_memory():
+    """``nn.Module.apply(fn)`` (e.g. a custom initialisation) works on an adapted model."""
+    model = inject(mlp(), "queryable", rank=4, n_atoms=6)
+    seen = []
+    model.apply(seen.append)
+    assert model.memory in seen
+    x = torch.randn(5, 4)
+    assert model(x).shape == (5, 1)
+
+
 def test_adapter_state_round_trip(tmp_path):
     model = inject(mlp(), "queryable", rank=4, n_atoms=6, task_description="shifted peak")
     x = torch.randn(20, 4)

@@ -12,6 +12,7 @@ from benchmarks.run import main
 
 TINY = ["--tasks", "forrester-lf-to-hf", "park91a-lf-to-hf", "--sizes", "16", "--seeds", "0",
         "--n-source", "150", "--n-test", "150", "--base-epochs", "3", "--max-epochs", "3",
+        "--max-steps", "10",
         "--jobs", "2"]
 TIMING = ["fit_time_s", "predict_ms_per_1000"]
 

@@ -76,6 +76,8 @@ def test_help_describes_the_commands_options_and_defaults():
     (["--task", "park91a-lf-to-hff"],
      "qlsk: error: unknown task 'park91a-lf-to-hff'; did you mean 'park91a-lf-to-hf'"),
     (["--method", "dora"], "argument --method: invalid choice: 'dora'"),
+    (["--n-train", "3", "--cv", "2"],
+     "qlsk: error: --n-train 3 is too small for --cv 2: every fold needs at least 2"),
 ])
 def test_bad_arguments_are_refused_before_pretraining(args, message, tmp_path):
     missing = tmp_path / "missing"

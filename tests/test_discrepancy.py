@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
@@ -15,6 +16,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
+import qlsk
 from qlsk import LoraRegressor, MLPRegressor
 from qlsk.estimators.discrepancy import GPDiscrepancyRegressor
 
@@ -178,6 +180,28 @@ def test_too_few_rows_for_a_gp_head(n, cv, message):
     X, y = draw(n, 0, shifted)
     with pytest.raises(ValueError, match=message):
         GPDiscrepancyRegressor(Ridge(), cv=cv).fit(X, y)
+
+
+def test_dataframe_columns_are_checked_by_the_inner_estimator_against_its_base():
+    X, y = draw(30, 9, shifted)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    df_base = MLPRegressor(hidden_layer_sizes=(8,), max_epochs=2, random_state=0).fit(
+        frame, source(X))
+    head = GPDiscrepancyRegressor(lora(df_base, max_epochs=2), cv=2, random_state=0)
+    with pytest.raises(ValueError, match="differ from those the base"):
+        head.fit(frame[["c", "b", "a"]], y)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="X has no feature names")
+        head.fit(frame, y).predict(frame)
+
+
+def test_save_says_which_estimators_it_stores_not_that_a_fitted_head_is_unfitted(tmp_path):
+    X, y = draw(20, 0, shifted)
+    head = GPDiscrepancyRegressor(Ridge(), cv=2, random_state=0).fit(X, y)
+    with pytest.raises(TypeError, match="single-task networks.*keep a GPDiscrepancyRegressor "
+                                        "with pickle"):
+        qlsk.save(head, tmp_path / "head.qlsk")
+    assert not (tmp_path / "head.qlsk").exists()
 
 
 def test_bad_input():

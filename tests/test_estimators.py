@@ -204,10 +204,68 @@ def test_pickle_and_save_load(base, task, tmp_path):
         qlsk.load(path)
 
 
+@pytest.mark.parametrize("cls, target_modules", [
+    (LoraRegressor, ["layers.0"]), (LoraRegressor, r"layers\.[02]"),
+    (QueryableLoraRegressor, ["layers.2", "layers.4"])])
+def test_save_load_adapts_the_same_layers(cls, target_modules, base, task, tmp_path):
+    model = small(cls, base=base, target_modules=target_modules, max_epochs=2)
+    model.fit(task.X_train, task.y_train)
+    qlsk.save(model, tmp_path / "m.qlsk")
+    loaded = qlsk.load(tmp_path / "m.qlsk")
+    np.testing.assert_allclose(loaded.predict(task.X_test), model.predict(task.X_test),
+                               rtol=1e-6)
+    assert loaded.target_modules == target_modules
+
+
+def test_save_errors_name_the_target_and_the_fix(base, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"m\.qlsk: the folder .*missing does not"):
+        qlsk.save(base, tmp_path / "missing" / "m.qlsk")
+    model = pickle.loads(pickle.dumps(base)).set_params(random_state=np.random.RandomState(0))
+    with pytest.raises(TypeError, match="random_state=RandomState.*plain value") as info:
+        qlsk.save(model, tmp_path / "m.qlsk")
+    assert "text_encoder" not in str(info.value)
+
+
+def _rewrite(path, edit):
+    """Rewrite the metadata of the model file ``path`` with ``edit(meta)``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["qlsk"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta)
+    save_file(tensors, path, metadata={"qlsk": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update({"class": "clone"}), "'clone' is not one that load"),
+    (lambda m: m["base"]["estimator"].update({"class": "check_is_fitted"}),
+     "'check_is_fitted' is not one that load"),
+    (lambda m: m.update({"class": "LoraRegressor"}), "carries adapter 'lora'.*'queryable'"),
+    (lambda m: m.update({"class": "MLPRegressor"}), "carries adapter None"),
+    (lambda m: m["params"].update({"lr": "x"}), "'lr' parameter"),
+    (lambda m: m["params"].update({"evil": 1}), r"no saved parameter\(s\) \['evil'\]"),
+    (lambda m: m.pop("mlp"), r"lacks \['mlp'\]"),
+    (lambda m: m["base"].update({"kind": "exec"}), "kind 'exec'"),
+    (lambda m: m["mlp"].update({"hidden_layer_sizes": [3]}), "does not match"),
+])
+def test_load_builds_only_the_estimators_save_writes(edit, message, base, task, tmp_path):
+    model = small(QueryableLoraRegressor, base=base, max_epochs=1)
+    path = tmp_path / "m.qlsk"
+    qlsk.save(model.fit(task.X_train, task.y_train), path)
+    _rewrite(path, edit)
+    with pytest.raises(ValueError, match=message):
+        qlsk.load(path)
+
+
 @pytest.mark.parametrize("X, y, message", [
     (np.array([[np.nan, 1.0]] * 5), np.ones(5), "NaN"),
     (np.array([[np.inf, 1.0]] * 5), np.ones(5), "infinity"),
     (np.array([["a", "b"]] * 5), np.ones(5), "could not convert|string"),
+    (np.array([["1.5", "2"]] * 5), np.ones(5), "strings"),  # numbers in text: refused too
     (np.empty((0, 2)), np.empty(0), "0 sample"),
     (np.ones((5, 2)), np.ones(4), "inconsistent numbers of samples"),
     (np.ones((5, 2)), np.array([1.0, np.nan, 1, 1, 1]), "y contains NaN"),
@@ -220,10 +278,12 @@ def test_bad_input(cls, X, y, message):
     assert not hasattr(model, "net_")
 
 
-def test_wrong_feature_count_at_predict(task):
+def test_wrong_feature_count_or_strings_at_predict(task):
     model = small(MLPRegressor, max_epochs=1).fit(task.X_train, task.y_train)
     with pytest.raises(ValueError, match="expecting 4 features"):
         model.predict(task.X_train[:, :3])
+    with pytest.raises(ValueError, match="strings"):
+        model.predict(task.X_test.astype(str))
 
 
 def test_diverging_learning_rate_names_lr_and_leaves_estimator_unfitted(task):

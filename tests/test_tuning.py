@@ -17,7 +17,14 @@ from optuna_integration import OptunaSearchCV
 
 from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
-from qlsk.tuning import check_study, default_search_space, make_storage, refit_best, tune
+from qlsk.tuning import (
+    NoCompletedTrialError,
+    check_study,
+    default_search_space,
+    make_storage,
+    refit_best,
+    tune,
+)
 
 # Small enough that a worker process starts, pretrains and runs a trial in seconds.
 WORKER = ["--task", "park91a-lf-to-hf", "--n-source", "200", "--base-epochs", "5",
@@ -272,6 +279,18 @@ def test_estimators_work_inside_optuna_search_cv(data):
     search.fit(task.X_train, task.y_train)
     assert len(search.trials_) == 3
     assert np.isfinite(search.score(task.X_test, task.y_test))
+
+
+def test_a_search_where_no_trial_completes_says_why(data):
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=2)
+    # targets far outside the base's range: every fit diverges at its first epoch
+    with pytest.raises(NoCompletedTrialError,
+                       match="nothing to refit: 2 fail; .*(diverged|rescale)"):
+        tune(est, task.X_train, task.y_train * 1e30, n_trials=2, cv=2, random_state=0)
+    # R^2 on a fold of one test row is NaN: refused before any trial
+    with pytest.raises(ValueError, match="test fold of 1 row"):
+        tune(est, task.X_train[:3], task.y_train[:3], n_trials=1, cv=2)
 
 
 def test_refit_trains_as_the_scored_trials_did_and_can_be_deferred(data):

@@ -263,8 +263,10 @@ class AtomMemory(nn.Module):
         # S = sum_m alpha_m (I + D_m) = I + alpha D, as sum(alpha) = 1: one addmm, (n, r*r)
         self._S = torch.addmm(self.eye.view(-1), alpha, self._deltas_flat)
 
-    def apply(self, u: torch.Tensor) -> torch.Tensor:
-        """``S_b u`` for every row of ``u`` (rows x ... x r)."""
+    # Not ``apply``: that would shadow nn.Module.apply(fn), which callers use on any
+    # module (e.g. ``adapted.apply(init_fn)``) and which reaches this memory.
+    def mix(self, u: torch.Tensor) -> torch.Tensor:
+        """``S_b u`` for every row of ``u`` (rows x ... x r): the block's routed operator."""
         S = self._S.view(-1, self.rank, self.rank)
         if u.dim() == 2:  # a broadcast product: cheaper than a bmm of tiny matrices
             return (S * u.unsqueeze(1)).sum(dim=-1)
@@ -321,7 +323,7 @@ class QueryableLoraLinear(LoraLinear):
                 "target_modules as a list in the order the model calls them)")
         if self.index % self.block_size == 0:
             memory.open_block(self.block, u)
-        out = memory.apply(u)
+        out = memory.mix(u)
         memory.expected = self.index + 1
         if memory.expected == self.n_layers:
             memory.expected = 0

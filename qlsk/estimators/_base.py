@@ -17,7 +17,8 @@ from ._net import EpochProgress, Net, ScaledMSELoss, StopOnDivergence
 
 # What fit learns; forgotten at the start of every fit and after a failed one.
 _FITTED = ("net_", "history_", "n_trainable_params_", "n_outputs_", "base_",
-           "n_features_in_", "feature_names_in_", "_y_was_1d")
+           "n_features_in_", "feature_names_in_", "_y_was_1d", "regularization_path_",
+           "l2_strength_", "noise_std_", "posterior_")
 
 
 def resolve_device(device: str) -> str:
@@ -98,8 +99,8 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
             self.__dict__.pop(name, None)
 
     def _validate_fit_data(self, X, y):
-        X, y = validate_data(self, X, y, y_numeric=True, multi_output=True,
-                             dtype=[np.float32, np.float64])
+        # "numeric", as scikit-learn's regressors: a float dtype would parse strings
+        X, y = validate_data(self, X, y, y_numeric=True, multi_output=True, dtype="numeric")
         y = np.asarray(y)
         self._y_was_1d = y.ndim == 1
         y2 = y.reshape(len(y), -1).astype(np.float32)
@@ -161,7 +162,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
                 torch.manual_seed(seed)
                 module, loss_scale = self._build_module(X, y, seed)
                 net = self._make_net(module, loss_scale, len(X), seed, device)
-                net.fit(X, y)
+                history = self._train(net, X, y, seed)
         except BaseException:
             self._forget()
             raise
@@ -169,12 +170,20 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         self.n_outputs_ = y.shape[1]
         self.n_trainable_params_ = sum(p.numel() for _, p in net.get_all_learnable_params())
         self.history_ = [{k: _plain(v) for k, v in row.items() if _kept(k)}
-                         for row in net.history]
+                         for row in history]
         return self
+
+    def _train(self, net: Net, X: np.ndarray, y: np.ndarray, seed: int) -> list[dict]:
+        """Train ``net`` on ``X, y``; return the per-epoch history.
+
+        The seam where an adapter trains another way (:mod:`qlsk.estimators.regularized`).
+        """
+        net.fit(X, y)
+        return list(net.history)
 
     def _validate_predict_data(self, X) -> np.ndarray:
         check_is_fitted(self, "net_")
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        X = validate_data(self, X, reset=False, dtype="numeric")
         return X.astype(np.float32)
 
     def predict(self, X):

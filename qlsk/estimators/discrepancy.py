@@ -9,7 +9,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.model_selection import KFold, check_cv
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -82,7 +82,8 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Any scikit-learn regressor; meant for a qlsk adapting estimator
         (:class:`qlsk.LoraRegressor`, ...). Its hyperparameters are searchable as
         ``estimator__<name>`` (e.g. ``estimator__rank``). Set its own
-        ``random_state`` too for fully reproducible fits.
+        ``random_state`` too for fully reproducible fits. A DataFrame ``X`` reaches
+        it as given, so an adapter checks the column names against its base's.
     kernel : sklearn kernel or None, default=None
         The GP's kernel on standardised inputs; ``None`` takes
         ``ard_kernel(n_features, min_length_scale=0.1)``.
@@ -177,7 +178,9 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         """
         for name in ("estimator_", "estimators_", "gp_"):
             self.__dict__.pop(name, None)
+        given = X
         X, y = validate_data(self, X, y, y_numeric=True, multi_output=True)
+        X_in = _for_estimator(given, X)
         rng = check_random_state(self.random_state)
         fold_seed, gp_seed = rng.randint(2**31 - 1, size=2)
         splitter = (KFold(self.cv, shuffle=True, random_state=fold_seed)
@@ -192,10 +195,12 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                               np.arange(len(X))):
             raise ValueError("cv must put every row in exactly one test fold")
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit)(clone(self.estimator), X[train], y[train]) for train, _ in folds)
+            delayed(_fit)(clone(self.estimator), _safe_indexing(X_in, train), y[train])
+            for train, _ in folds)
         oof = np.empty(y.shape)
         for model, (_, test) in zip(self.estimators_, folds):
-            oof[test] = np.asarray(model.predict(X[test])).reshape(oof[test].shape)
+            oof[test] = np.asarray(model.predict(_safe_indexing(X_in, test))).reshape(
+                oof[test].shape)
         self.residuals_ = y - oof
         scale = self.residuals_.std(axis=0)
         self.residual_scale_ = np.where(scale > 0, scale, 1.0)
@@ -213,7 +218,7 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             if not self.discrepancy_kept_:
                 self.gp_ = noise
         if self.refit:
-            self.estimator_ = clone(self.estimator).fit(X, y)
+            self.estimator_ = clone(self.estimator).fit(X_in, y)
         predictors = [self.estimator_] if self.refit else self.estimators_
         self.n_trainable_params_ = (
             sum(int(getattr(m, "n_trainable_params_", 0)) for m in predictors)
@@ -237,9 +242,11 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             Only with ``return_std=True``.
         """
         check_is_fitted(self, "gp_")
+        given = X
         X = validate_data(self, X, reset=False)
+        X_in = _for_estimator(given, X)
         predictors = [self.estimator_] if hasattr(self, "estimator_") else self.estimators_
-        g = np.mean([np.asarray(m.predict(X), dtype=float) for m in predictors], axis=0)
+        g = np.mean([np.asarray(m.predict(X_in), dtype=float) for m in predictors], axis=0)
         if not return_std:
             return g + self.gp_.predict(X).reshape(g.shape) * self.residual_scale_
         delta, std = self.gp_.predict(X, return_std=True)
@@ -251,6 +258,12 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
+
+
+def _for_estimator(given, checked):
+    """What ``estimator`` sees: a DataFrame as given, so that it checks the columns
+    against its base's by name; anything else as validated here."""
+    return given if hasattr(given, "columns") else checked
 
 
 def _fit(estimator, X, y):

@@ -17,6 +17,47 @@ from ._net import MLP
 
 FORMAT = "qlsk-1"
 
+# The metadata every saved estimator carries; a file without one of them is refused.
+_META_KEYS = ("class", "params", "mlp", "adapter", "calibrated", "n_features_in_",
+              "feature_names_in_", "n_outputs_", "y_was_1d", "n_trainable_params_",
+              "history_")
+
+
+def _storable() -> dict[str, type]:
+    """The estimator classes save() writes and load() builds, by name: nothing else is
+    ever constructed from a file."""
+    from .regressors import (
+        FineTuneRegressor,
+        LoraRegressor,
+        MLPRegressor,
+        QueryableLoraRegressor,
+    )
+
+    return {cls.__name__: cls for cls in (MLPRegressor, FineTuneRegressor, LoraRegressor,
+                                           QueryableLoraRegressor)}
+
+
+def _check_storable(estimator) -> None:
+    """Refuse an estimator save() cannot store (before asking whether it is fitted,
+    which for other estimators means other attributes), then an unfitted one."""
+    name = type(estimator).__name__
+    if _storable().get(name) is not type(estimator):
+        memory = " (its atom memory alone: save_memory)" if hasattr(
+            estimator, "save_memory") else ""
+        raise TypeError(f"save() stores the single-task networks ({', '.join(_storable())})"
+                        f"; keep a {name} with pickle{memory}")
+    check_is_fitted(estimator, "net_")
+
+
+# What to do about a parameter that JSON cannot hold, by name (None: any other).
+_PLAIN_VALUE = {
+    "text_encoder": "set it back to 'lexical' or 'semantic' before saving (the prior "
+                    "itself is stored with the weights), or use pickle",
+    "target_modules": "pass the layer names as a list or a regular expression, or use "
+                      "pickle",
+    None: "set it to a plain value (a number, string, list or None), or use pickle",
+}
+
 
 def _json_params(estimator) -> dict:
     params = {}
@@ -30,8 +71,8 @@ def _json_params(estimator) -> dict:
         try:
             json.dumps(value)
         except TypeError:
-            raise TypeError(f"cannot save parameter {key}={value!r} as JSON; set it to a "
-                            "plain value (e.g. text_encoder='lexical') or use pickle") from None
+            raise TypeError(f"cannot save parameter {key}={value!r} as JSON; "
+                            f"{_PLAIN_VALUE.get(key, _PLAIN_VALUE[None])}") from None
         params[key] = value
     return params
 
@@ -42,13 +83,7 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
     An adapter's ``base`` is stored with it (recursively, under ``base/``), so that a
     loaded model refits from the same base rather than pretraining a new one.
     """
-    check_is_fitted(estimator, "net_")
-    from . import regressors
-
-    if getattr(regressors, type(estimator).__name__, None) is not type(estimator):
-        raise TypeError(f"save() stores the single-task estimators; keep a "
-                        f"{type(estimator).__name__} with pickle (its atom memory alone: "
-                        "save_memory)")
+    _check_storable(estimator)
     whole = estimator.net_.module_
     module = uncalibrated(whole)
     adapted = isinstance(module, AdaptedModel)
@@ -62,7 +97,8 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
         "mlp": mlp.spec(),
         "adapter": ({"method": module.method, "config": {
             k: v for k, v in module.config.items()
-            if k not in ("task_description", "text_encoder")}} if adapted else None),
+            if k not in ("task_description", "text_encoder")},
+            "layers": _adapted_layer_names(module)} if adapted else None),
         "calibrated": whole is not module,
         "n_features_in_": int(estimator.n_features_in_),
         "feature_names_in_": (estimator.feature_names_in_.tolist()
@@ -81,6 +117,13 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
             "pretrained_base", "base_")), prefix + "base/")
         tensors.update(base_tensors)
     return meta, tensors
+
+
+def _adapted_layer_names(module: AdaptedModel) -> list[str]:
+    """The names of the adapted layers in forward order: what ``target_modules`` chose,
+    kept as names so that a callable or a pattern need not be stored."""
+    names = {id(m): n for n, m in module.base_model.named_modules()}
+    return [names[id(layer)] for layer in module.adapted_layers]
 
 
 def _dump_base(base, prefix: str) -> tuple[dict | None, dict]:
@@ -108,7 +151,8 @@ def save(estimator, path, overwrite: bool = False) -> None:
 
     An adapting estimator is saved with its ``base`` (a fitted MLPRegressor, in a
     FrozenEstimator or not, a qlsk MLP module, or a path, kept as the path), so the
-    loaded model refits from the same base.
+    loaded model refits from the same base. The adapted layers are recorded by name,
+    so a model fitted with ``target_modules`` loads with the same layers adapted.
 
     Parameters
     ----------
@@ -123,18 +167,25 @@ def save(estimator, path, overwrite: bool = False) -> None:
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the folder of ``path`` does not exist.
     TypeError
-        If the network or the base is not one that can be stored without pickle.
+        If the estimator is not one of the four single-task networks
+        (:class:`~qlsk.MLPRegressor`, :class:`~qlsk.FineTuneRegressor`,
+        :class:`~qlsk.LoraRegressor`, :class:`~qlsk.QueryableLoraRegressor`), or its
+        network, base or a parameter cannot be stored without pickle.
     """
     from safetensors.torch import save_file
 
-    check_is_fitted(estimator, "net_")
+    _check_storable(estimator)
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     meta, tensors = _dump(estimator)
     meta["format"] = FORMAT
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):  # else mkstemp names its temporary file, not path
+        raise FileNotFoundError(f"cannot save {path}: the folder {directory} does not exist")
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     os.close(fd)
     try:
@@ -154,15 +205,27 @@ def load(path, device: str = "cpu"):
     is executed: the weights are safetensors and the rest is JSON. An adapting
     estimator comes back with its ``base``.
 
+    Only the estimator classes :func:`save` writes are ever built, with parameters
+    they accept; a file that names another class, an adapter that does not belong to
+    its class, an unknown or invalid parameter, or weights that do not fit the
+    recorded architecture is refused.
+
     Returns
     -------
     estimator
         Fitted, ready to ``predict``.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a model saved by qlsk, or its contents are inconsistent
+        (the message names what).
     """
     from safetensors import SafetensorError, safe_open
 
     from ._base import resolve_device
 
+    device = resolve_device(device)
     try:
         with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get("qlsk")
@@ -171,33 +234,67 @@ def load(path, device: str = "cpu"):
         raise ValueError(f"{path} is not a model saved by qlsk ({exc})") from None
     if raw is None:
         raise ValueError(f"{path} is not a model saved by qlsk")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return _restore(meta, state, "", resolve_device(device))
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{path} is not a model saved by qlsk (its metadata is not "
+                         "JSON)") from None
+    format_ = meta.get("format") if isinstance(meta, dict) else None
+    if format_ != FORMAT:
+        raise ValueError(f"{path} has format {format_!r}, expected {FORMAT!r}")
+    try:
+        return _restore(meta, state, "", device)
+    except ValueError as exc:
+        raise ValueError(f"cannot load {path}: {exc}") from None
+
+
+def _checked_class(meta) -> type:
+    """The class ``meta`` names, if load() builds it, with its adapter kind checked."""
+    if not isinstance(meta, dict):
+        raise ValueError("an estimator's metadata is not a JSON object")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise ValueError(f"the metadata lacks {missing}")
+    classes = _storable()
+    name = meta["class"]
+    if not isinstance(name, str) or name not in classes:
+        raise ValueError(f"class {name!r} is not one that load() builds ({', '.join(classes)})")
+    cls = classes[name]
+    adapter = meta["adapter"]
+    method = adapter.get("method") if isinstance(adapter, dict) else adapter
+    expected = getattr(cls, "_method", None)  # FineTune and MLP carry no adapter
+    if method != expected:
+        raise ValueError(f"a {name} carries adapter {expected!r}, but the file holds "
+                         f"{method!r}")
+    return cls
+
+
+def _checked_params(cls: type, params) -> dict:
+    """``params`` as ``cls`` takes them; names it does not take are refused."""
+    if not isinstance(params, dict):
+        raise ValueError("the saved parameters are not a JSON object")
+    # the base is stored apart (meta["base"]) and callbacks are never stored
+    unknown = sorted(set(params) - (set(cls._get_param_names()) - {"base", "callbacks"}))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no saved parameter(s) {unknown}")
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params = {**params, "hidden_layer_sizes": tuple(params["hidden_layer_sizes"])}
+    return params
 
 
 def _restore(meta: dict, tensors: dict, prefix: str, device: str):
-    from . import regressors
-
-    params = meta["params"]
-    if isinstance(params.get("hidden_layer_sizes"), list):
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    cls = _checked_class(meta)
+    params = _checked_params(cls, meta["params"])
     if meta.get("base") is not None:
         params["base"] = _restore_base(meta["base"], tensors, prefix + "base/", device)
-    estimator = getattr(regressors, meta["class"])(**params)
+    estimator = cls(**params)
+    try:
+        estimator._validate_params()
+    except ValueError as exc:  # scikit-learn's InvalidParameterError
+        raise ValueError(f"invalid saved parameter: {exc}") from None
     state = {k[len(prefix):]: v for k, v in tensors.items()
              if k.startswith(prefix) and "/" not in k[len(prefix):]}
-    inner = "model." if meta.get("calibrated") else ""
-    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten: keep RNG
-        module = MLP(**meta["mlp"])
-        if meta["adapter"] is not None:
-            module = inject(module, meta["adapter"]["method"], **meta["adapter"]["config"])
-        if inner + "memory.log_prior" in state:
-            module.memory.set_prior(state[inner + "memory.log_prior"])
-        if inner:
-            module = OutputCalibration(module, torch.ones(meta["n_outputs_"]))
-    module.load_state_dict(state)
+    module = _network(meta, state)
     estimator.net_ = estimator._make_net(module, module_scale(module), 2, 0, device)
     estimator.net_.initialize()
     estimator.n_features_in_ = meta["n_features_in_"]
@@ -215,18 +312,44 @@ def _restore(meta: dict, tensors: dict, prefix: str, device: str):
     return estimator
 
 
+def _network(meta: dict, state: dict) -> torch.nn.Module:
+    """The torch module ``meta`` describes (``mlp``, and for an estimator ``adapter``
+    and ``calibrated``), holding the weights ``state``."""
+    inner = "model." if meta.get("calibrated") else ""
+    adapter = meta.get("adapter")
+    try:
+        with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
+            module = MLP(**meta["mlp"])
+            if adapter is not None:
+                # files written before the layers were recorded adapted every linear layer
+                module = inject(module, adapter["method"], adapter.get("layers"),
+                                **adapter["config"])
+            if inner + "memory.log_prior" in state:
+                module.memory.set_prior(state[inner + "memory.log_prior"])
+            if inner:
+                module = OutputCalibration(module, torch.ones(meta["n_outputs_"]))
+        module.load_state_dict(state)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"the saved network does not match its metadata: {exc}") from None
+    return module
+
+
 def _restore_base(meta: dict, tensors: dict, prefix: str, device: str):
     from sklearn.frozen import FrozenEstimator
 
-    if meta["kind"] == "path":
+    kinds = ("path", "module", "estimator", "frozen")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind not in kinds:
+        raise ValueError(f"the base has kind {kind!r}, not one of {kinds}")
+    if kind == "path":
+        if not isinstance(meta.get("path"), str):
+            raise ValueError("the base's path is missing")
         return meta["path"]
-    if meta["kind"] == "module":
-        module = MLP(**meta["mlp"])
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                if k.startswith(prefix)})
-        return module
-    base = _restore(meta["estimator"], tensors, prefix, device)
-    return FrozenEstimator(base) if meta["kind"] == "frozen" else base
+    if kind == "module":
+        return _network(meta, {k[len(prefix):]: v for k, v in tensors.items()
+                               if k.startswith(prefix)})
+    base = _restore(meta.get("estimator"), tensors, prefix, device)
+    return FrozenEstimator(base) if kind == "frozen" else base
 
 
 def module_scale(module) -> torch.Tensor:

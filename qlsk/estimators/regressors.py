@@ -18,6 +18,7 @@ from ..adapters import QUERIES, LoraLinear, inject, routing_weights
 from ..adapters.calibration import OutputCalibration, uncalibrated
 from ._base import BaseNeuralRegressor
 from ._net import ACTIVATIONS, MLP, _safe_std
+from .regularized import REGULARIZATION_DOC, REGULARIZATION_FITTED_DOC, RegularizedAdapter
 
 _TRAINING_DOC = """
     lr : float, default=1e-3
@@ -213,7 +214,7 @@ class _SharesFitted:
         return super().set_params(**params)
 
 
-class _AdaptingRegressor(_SharesFitted, BaseNeuralRegressor):
+class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
     """Adapts a base network to new data; subclasses say how (``_adapt``)."""
 
     def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
@@ -236,6 +237,7 @@ class _AdaptingRegressor(_SharesFitted, BaseNeuralRegressor):
 
     _parameter_constraints = {
         **BaseNeuralRegressor._parameter_constraints,
+        **RegularizedAdapter._regularization_constraints,
         "base": "no_validation",  # a fitted estimator, module, path or None: _base_module
         "hidden_layer_sizes": MLPRegressor._parameter_constraints["hidden_layer_sizes"],
         "output_calibration": ["boolean"],
@@ -340,12 +342,12 @@ class FineTuneRegressor(_AdaptingRegressor):
 
     Parameters
     ----------
-    {_ADAPT_DOC}{_CALIBRATION_DOC}{_TRAINING_DOC}
+    {_ADAPT_DOC}{_CALIBRATION_DOC}{REGULARIZATION_DOC}{_TRAINING_DOC}
     Attributes
     ----------
     base_ : estimator or torch.nn.Module
         The base that was adapted (the MLP pretrained in ``fit`` when ``base=None``).
-    {_FITTED_DOC}
+    {REGULARIZATION_FITTED_DOC}{_FITTED_DOC}
     Examples
     --------
     >>> from qlsk import FineTuneRegressor, MLPRegressor
@@ -358,6 +360,7 @@ class FineTuneRegressor(_AdaptingRegressor):
     """
 
     def __init__(self, base=None, output_calibration=True, calibration_shrinkage=0.0,
+                 regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
                  hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0, max_epochs=200,
                  batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
                  device="cpu", random_state=None, verbose=0, callbacks=None):
@@ -368,6 +371,10 @@ class FineTuneRegressor(_AdaptingRegressor):
             random_state=random_state, verbose=verbose, callbacks=callbacks)
         self.output_calibration = output_calibration
         self.calibration_shrinkage = calibration_shrinkage
+        self.regularization = regularization
+        self.l2_strengths = l2_strengths
+        self.max_steps = max_steps
+        self.tol = tol
 
     def _adapt(self, module):
         return module.requires_grad_(True)
@@ -378,7 +385,7 @@ class LoraRegressor(_AdaptingRegressor):
 
     Parameters
     ----------
-    {_ADAPT_DOC}{_CALIBRATION_DOC}
+    {_ADAPT_DOC}{_CALIBRATION_DOC}{REGULARIZATION_DOC}
     rank : int, default=8
         Rank of every update.
     alpha : float, default=16.0
@@ -392,7 +399,7 @@ class LoraRegressor(_AdaptingRegressor):
     ----------
     base_ : estimator or torch.nn.Module
         The base that was adapted.
-    {_FITTED_DOC}
+    {REGULARIZATION_FITTED_DOC}{_FITTED_DOC}
     Examples
     --------
     >>> from qlsk import LoraRegressor
@@ -405,6 +412,7 @@ class LoraRegressor(_AdaptingRegressor):
 
     def __init__(self, base=None, rank=8, alpha=16.0, target_modules=None,
                  output_calibration=True, calibration_shrinkage=0.0,
+                 regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
                  hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0,
                  max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
@@ -416,6 +424,10 @@ class LoraRegressor(_AdaptingRegressor):
             random_state=random_state, verbose=verbose, callbacks=callbacks)
         self.output_calibration = output_calibration
         self.calibration_shrinkage = calibration_shrinkage
+        self.regularization = regularization
+        self.l2_strengths = l2_strengths
+        self.max_steps = max_steps
+        self.tol = tol
         self.rank = rank
         self.alpha = alpha
         self.target_modules = target_modules
@@ -449,7 +461,7 @@ class QueryableLoraRegressor(LoraRegressor):
 
     Parameters
     ----------
-    {_ADAPT_DOC}{_CALIBRATION_DOC}
+    {_ADAPT_DOC}{_CALIBRATION_DOC}{REGULARIZATION_DOC}
     rank : int, default=8
         Rank of every update; atoms are ``rank x rank``.
     alpha : float, default=16.0
@@ -490,7 +502,7 @@ class QueryableLoraRegressor(LoraRegressor):
     ----------
     base_ : estimator or torch.nn.Module
         The base that was adapted.
-    {_FITTED_DOC}
+    {REGULARIZATION_FITTED_DOC}{_FITTED_DOC}
     Examples
     --------
     >>> from qlsk import QueryableLoraRegressor
@@ -506,14 +518,16 @@ class QueryableLoraRegressor(LoraRegressor):
                  temperature=1.0, routing_noise=0.0, prior_strength=1.0,
                  task_description=None, text_encoder="lexical", target_modules=None,
                  query="state+depth", freeze_atoms=False, output_calibration=True,
-                 calibration_shrinkage=0.0, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+                 calibration_shrinkage=0.0, regularization="evidence", l2_strengths=None,
+                 max_steps=2000, tol=1e-4, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
                  weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
         super().__init__(
             base=base, rank=rank, alpha=alpha, target_modules=target_modules,
             output_calibration=output_calibration, calibration_shrinkage=calibration_shrinkage,
-            hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
+            regularization=regularization, l2_strengths=l2_strengths, max_steps=max_steps,
+            tol=tol, hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
             max_epochs=max_epochs, batch_size=batch_size, early_stopping=early_stopping,
             validation_fraction=validation_fraction, patience=patience, device=device,
             random_state=random_state, verbose=verbose, callbacks=callbacks)

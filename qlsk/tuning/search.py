@@ -6,6 +6,7 @@ import numbers
 import os
 import time
 import warnings
+from collections import Counter
 
 import numpy as np
 import optuna
@@ -33,6 +34,16 @@ TOP_K = IntDistribution(1, 4)
 
 # The user attribute of a study that names the estimator class its trials fit.
 _ESTIMATOR_ATTR = "estimator"
+# The user attribute of a trial that says why it failed.
+_FAILURE_ATTR = "failure"
+
+
+class NoCompletedTrialError(RuntimeError):
+    """No trial of a search completed, so there is no best trial to refit.
+
+    The message counts the trials by state and gives the reasons they failed (each
+    failed trial of :func:`tune` records its reason as ``user_attrs["failure"]``).
+    """
 
 
 def default_search_space(estimator) -> dict[str, BaseDistribution]:
@@ -293,6 +304,17 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
     best_estimator : estimator or None
         A clone with the best trial's parameters, fitted on all of ``X, y``; ``None``
         when ``refit=False``.
+
+    Raises
+    ------
+    ValueError
+        For a bad argument, before any trial; among them folds with fewer than 2 test
+        rows under the default score (R^2 is undefined there).
+    NoCompletedTrialError
+        With ``refit=True``, when no trial of the study completed (all diverged,
+        scored NaN or were pruned); the message says why. A trial that diverges
+        (:class:`~qlsk.TrainingDivergedError`) fails, the search goes on, and the
+        trial records the reason as ``user_attrs["failure"]``.
     """
     space = default_search_space(estimator) if search_space is None else dict(search_space)
     if not space:
@@ -312,6 +334,11 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         cv = KFold(cv, shuffle=True, random_state=random_state)
     cv = check_cv(cv)
     folds = list(cv.split(X, y))
+    smallest = min(len(test) for _, test in folds)
+    if scoring is None and smallest < 2:
+        raise ValueError(f"cv leaves a test fold of {smallest} row(s), on which R^2 (the "
+                         "default score) is undefined: every trial would fail; use fewer "
+                         "folds or more rows")
     scorer = check_scoring(estimator, scoring=scoring)
     if isinstance(pruner, str):
         if pruner != "median":
@@ -341,9 +368,16 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
 
                     model.set_params(callbacks=[*(model.callbacks or ()),
                                                 SkorchPruningCallback(trial, "valid_loss")])
-            model.fit(_safe_indexing(X, train), _safe_indexing(y, train))
+            try:
+                model.fit(_safe_indexing(X, train), _safe_indexing(y, train))
+            except FloatingPointError as exc:  # diverged: this trial fails, not the search
+                trial.set_user_attr(_FAILURE_ATTR, str(exc))
+                raise
             scores.append(scorer(model, _safe_indexing(X, test), _safe_indexing(y, test)))
         trial.set_user_attr("fold_scores", [float(s) for s in scores])
+        if not np.isfinite(scores).all():  # Optuna fails a trial that returns NaN
+            trial.set_user_attr(_FAILURE_ATTR, f"fold scores {[float(s) for s in scores]} "
+                                               "are not all finite")
         return float(np.mean(scores))
 
     if pruner is not None:
@@ -381,13 +415,26 @@ def refit_best(estimator, study, X, y, trials=None):
 
     Raises
     ------
-    RuntimeError
-        When no trial (of ``trials``) completed.
+    NoCompletedTrialError
+        A ``RuntimeError``: when no trial (of ``trials``) completed. The message
+        counts the trials by state and says why they failed.
     """
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
-        raise RuntimeError("no trial completed; nothing to refit")
+        raise NoCompletedTrialError(f"no trial completed, so there is nothing to refit: "
+                                    f"{_outcomes(trials)}")
     best = max(completed, key=lambda t: (t.value, -t.number))
     fixed = study.user_attrs.get("fixed_params", {})
     return clone(estimator).set_params(**fixed, **best.params).fit(X, y)
+
+
+def _outcomes(trials) -> str:
+    """The trials counted by state, and the distinct reasons the failed ones give."""
+    if not trials:
+        return "no trial ran"
+    counts = Counter(t.state.name.lower() for t in trials)
+    text = ", ".join(f"{n} {state}" for state, n in counts.items())
+    reasons = list(dict.fromkeys(t.user_attrs[_FAILURE_ATTR] for t in trials
+                                 if _FAILURE_ATTR in t.user_attrs))
+    return text + "".join(f"; {reason}" for reason in reasons[:3])

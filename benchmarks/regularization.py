@@ -1,0 +1,186 @@
+"""``python -m benchmarks.regularization``: adapters regularised by the evidence against
+the fixed recipe and the multi-fidelity GPs, with their predictive intervals.
+
+Every adapter at its defaults (``regularization="evidence"``) against the same estimator
+with ``regularization="fixed"`` (the recipe that was the default before: mini-batch
+AdamW, 200 epochs, no penalty), and both against the Kennedy–O'Hagan AR1 GP and NARGP
+on the same base and rows. The defaults were chosen on other seeds (20, 21) of six
+tasks; the report separates those tasks from the 13 the choice never saw. Intervals
+are scored on noisy test targets (the clean targets plus noise of the training rows'
+level): coverage of the 90% interval, mean width, Gaussian NLL and CRPS, in units of
+sd(target).
+
+Writes ``cells.jsonl`` (resumable), ``config.json``, ``results.csv`` and
+``regularization.md`` to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
+from qlsk.simlib import load_task
+
+from .cells import _seed, pretrain_base, rmse_sd
+from .defaults import COMMON
+from .peers import make_peer
+from .run import resolve_tasks, run_serially
+from .stats import interval_scores, paired_summary
+
+# The tasks and seeds the evidence defaults were chosen on (kept out of "unseen").
+DEVELOPMENT_TASKS = ("currin-lf-to-hf", "forrester-lf-to-hf", "ishigami-b-halved",
+                     "gfunc-reweighted", "lim-pol-to-non", "welch-ben-ari-to-welch")
+DEVELOPMENT_SEEDS = (20, 21)
+ADAPTERS = {"lora": LoraRegressor, "ql": QueryableLoraRegressor, "finetune": FineTuneRegressor}
+PEERS = ("gp-ar1", "gp-nargp")
+FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1, 2], "n_source": 2000,
+        "n_test": 2000}
+QUICK = {"tasks": ["park91a-lf-to-hf", "borehole-lf-to-hf"], "sizes": [50], "seeds": [0],
+         "n_source": 1000, "n_test": 1000}
+
+
+def _arms(task, base, seed: int):
+    for name, cls in ADAPTERS.items():
+        extra = ({"task_description": task.description}
+                 if cls is QueryableLoraRegressor else {})
+        yield name, cls(base=base, random_state=seed, **extra)
+        yield f"{name}-fixed", cls(base=base, random_state=seed, regularization="fixed",
+                                   **extra)
+    for peer in PEERS:
+        yield peer, make_peer(peer, base, task, seed)
+
+
+def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
+    """Fit every arm at every size of one task and seed, on one base."""
+    torch.set_num_threads(1)
+    rows, base = [], None
+    for n_train in config["sizes"]:
+        task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
+                         n_test=config["n_test"], noise=config["noise"], random_state=seed)
+        if base is None:
+            base = pretrain_base(config, task, task_name, seed)
+        rng = np.random.default_rng(_seed(task_name, seed, n_train, "test-noise"))
+        noisy = task.y_test + rng.normal(0.0, task.noise_std, size=len(task.y_test))
+        for arm, model in _arms(task, base, _seed(task_name, seed, n_train)):
+            t0 = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                model.fit(task.X_train, task.y_train)
+            fit_time = time.perf_counter() - t0
+            row = {"task": task_name, "seed": seed, "n_train": n_train, "arm": arm,
+                   "fit_time_s": fit_time,
+                   "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning)
+                                               for w in caught)}
+            if arm.endswith("-fixed"):
+                pred = model.predict(task.X_test)
+            else:
+                pred, std = model.predict(task.X_test, return_std=True)
+                scores = interval_scores(noisy, pred, std)
+                row.update({k: v / task.target_std if k in ("width", "crps") else v
+                            for k, v in scores.items()})
+                row["nll"] += np.log(task.target_std)  # as if y were divided by sd(target)
+            row["rmse_sd"] = rmse_sd(task.y_test, pred)
+            if hasattr(model, "l2_strength_"):
+                row["l2_strength"] = model.l2_strength_
+                row["noise_sd"] = float(model.noise_std_[0] / task.target_std)
+            rows.append(row)
+    return rows
+
+
+def _pairs(wide: pd.DataFrame, first: str, second) -> dict:
+    other = wide[list(second)].min(axis=1) if isinstance(second, tuple) else wide[second]
+    return paired_summary(wide[first] / other)
+
+
+def _line(label: str, s: dict) -> str:
+    return (f"| {label} | {s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | {s['p']:.2g} "
+            f"| {s['better']:.0%} of {s['pairs']} |")
+
+
+def table(df: pd.DataFrame) -> str:
+    """Paired RMSE ratios per sample size, all tasks and the unseen ones; intervals."""
+    out = []
+    for subset, label in ((df, "all tasks"),
+                          (df[~df.task.isin(DEVELOPMENT_TASKS)], "tasks the choice never saw")):
+        wide = subset.pivot_table(index=["task", "seed", "n_train"], columns="arm",
+                                  values="rmse_sd")
+        out += [f"#### RMSE ratios, {label} ({subset.task.nunique()} tasks)", "",
+                "| comparison | n | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
+        comparisons = [(f"{a} / {a}-fixed", a, f"{a}-fixed") for a in ADAPTERS]
+        comparisons += [("ql / lora", "ql", "lora"), ("ql-fixed / lora-fixed", "ql-fixed",
+                                                      "lora-fixed")]
+        comparisons += [(f"{a} / better of AR1, NARGP per cell", a, PEERS) for a in ADAPTERS]
+        comparisons += [(f"{a} / {p}", a, p) for a in ADAPTERS for p in PEERS]
+        comparisons += [("lora-fixed / better of AR1, NARGP per cell", "lora-fixed", PEERS)]
+        for text, first, second in comparisons:
+            for n in sorted(subset.n_train.unique()):
+                part = wide.xs(n, level="n_train")
+                s = _pairs(part, first, second)
+                out.append(_line(text, s).replace(f"| {text} |", f"| {text} | {n} |", 1))
+        out.append("")
+    fit = df.pivot_table(index=["task", "seed", "n_train"], columns="arm", values="fit_time_s")
+    out += ["#### Fit time", "", "| comparison | n | ratio (95% CI) | p | faster in |",
+            "|---|---|---|---|---|"]
+    for a in ADAPTERS:
+        for n in sorted(df.n_train.unique()):
+            s = paired_summary(fit.xs(n, level="n_train")[a]
+                               / fit.xs(n, level="n_train")[f"{a}-fixed"])
+            out.append(_line(f"{a} / {a}-fixed", s).replace(f"| {a} / {a}-fixed |",
+                                                            f"| {a} / {a}-fixed | {n} |", 1))
+    medians = df.groupby(["arm", "n_train"]).fit_time_s.median().unstack()
+    out += ["", "Median fit time (s):", "", medians.round(2).to_markdown(), ""]
+    scored = df.dropna(subset=["coverage"])
+    agg = scored.groupby(["arm", "n_train"])[["coverage", "width", "nll", "crps"]]
+    summary = agg.mean().round(3)
+    summary["coverage min–max over tasks"] = scored.groupby(["arm", "n_train"]).apply(
+        lambda g: f"{g.groupby('task').coverage.mean().min():.2f}–"
+                  f"{g.groupby('task').coverage.mean().max():.2f}", include_groups=False)
+    out += ["#### 90% intervals on noisy test targets (width, CRPS in sd(target); NLL as "
+            "if y / sd(target))", "", summary.to_markdown(), ""]
+    return "\n".join(out)
+
+
+def make_config(args) -> dict:
+    config = {**COMMON, **(QUICK if args.quick else FULL)}
+    for key in ("tasks", "sizes", "seeds", "n_source", "n_test"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    return resolve_tasks(config)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.regularization",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 tasks, n = 50, 1 seed")
+    parser.add_argument("--output", default=None, help="an existing folder resumes")
+    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--sizes", nargs="+", type=int, default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--n-source", type=int, default=None)
+    parser.add_argument("--n-test", type=int, default=None)
+    args = parser.parse_args(argv)
+    config = make_config(args)
+    output = args.output or os.path.join(os.path.dirname(__file__), "results",
+                                         f"regularization-{'quick' if args.quick else 'full'}")
+    t0 = time.perf_counter()
+    df = pd.DataFrame(run_serially(run_cell, config, output))
+    df.to_csv(os.path.join(output, "results.csv"), index=False)
+    text = ["# Regularisation chosen by the evidence", "",
+            f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
+            "ratios below 1: the first has the lower test error.", "", table(df)]
+    with open(os.path.join(output, "regularization.md"), "w") as f:
+        f.write("\n".join(text))
+    print("\n".join(text))
+    print(f"{len(df)} rows in {time.perf_counter() - t0:.0f} s; results in {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Adapters whose regularisation the data chooses, with predictive intervals.
+
+The estimator side of :mod:`qlsk.adapters.evidence`: ``regularization="evidence"``
+(the default of the adapting estimators) or ``"cv"`` replaces the fixed mini-batch
+recipe by full-batch training along a path of L2 strengths toward the starting weights,
+keeps the strength that the marginal likelihood (or cross-validation) prefers, and
+``predict(X, return_std=True)`` returns the linearised posterior's spread plus the
+learned noise.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.model_selection import KFold
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ..adapters.calibration import OutputCalibration
+from ..adapters.evidence import (
+    DEFAULT_STRENGTHS,
+    MAX_ROWS,
+    L2Prior,
+    jacobian,
+    regularisation_path,
+)
+
+REGULARIZATIONS = ("evidence", "cv", "fixed")
+
+REGULARIZATION_DOC = """
+    regularization : {"evidence", "cv", "fixed"}, default="evidence"
+        How the adapter is kept from fitting the noise. ``"evidence"``: an L2 penalty
+        toward the starting weights (the base, LoRA's zero update, the least-squares
+        calibration), fitted by full-batch Adam to convergence at every strength of
+        ``l2_strengths``, keeping the strength of largest linearised-Laplace marginal
+        likelihood; the noise level comes out in closed form and
+        ``predict(X, return_std=True)`` works. ``"cv"``: the same path, the strength
+        chosen by 5-fold cross-validation (about 6x the cost). ``"fixed"``: the
+        mini-batch AdamW recipe of ``weight_decay``, ``max_epochs``, ``batch_size``
+        and ``early_stopping`` (no intervals). ``weight_decay``, ``max_epochs``,
+        ``batch_size``, the early-stopping settings and ``callbacks`` apply to
+        ``"fixed"`` only (and to the pretraining when ``base=None``). See
+        ``docs/method.md``, "Regularisation chosen by the data".
+    l2_strengths : array-like of float or None, default=None
+        The strengths ``lambda`` tried, in units of the mean squared error of targets
+        divided by the loss scale (``None``: 11 values from 10 down to 1e-4, evenly
+        spaced in log). A single value fits that strength alone.
+    max_steps : int, default=2000
+        At most this many full-batch steps per strength; a fit stops earlier once the
+        objective improves by less than ``tol`` (relative) over 50 steps.
+    tol : float, default=1e-4
+        The convergence tolerance of those fits.
+"""
+
+REGULARIZATION_FITTED_DOC = """
+    regularization_path_ : list of dict
+        With ``regularization`` ``"evidence"`` or ``"cv"``: per strength tried,
+        ``strength``, ``log_evidence`` (per residual), ``noise`` (in units of the
+        loss scale), ``objective``, ``steps`` and ``cv_error``.
+    l2_strength_ : float
+        The strength chosen.
+    noise_std_ : ndarray of shape (n_outputs,)
+        The learned noise standard deviation, in the targets' units.
+"""
+
+
+class RegularizedAdapter:
+    """Mixin for adapting estimators: the ``regularization`` parameters and intervals.
+
+    Subclasses that list ``regularization`` in their constructor get the data-chosen
+    regularisation; others (the multi-task memory) keep the class defaults below and
+    train with the fixed recipe.
+    """
+
+    regularization = "fixed"
+    l2_strengths = None
+    max_steps = 2000
+    tol = 1e-4
+
+    _regularization_constraints: dict = {
+        "regularization": [StrOptions(set(REGULARIZATIONS))],
+        "l2_strengths": ["array-like", Interval(Real, 0, None, closed="neither"), None],
+        "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def _strengths(self) -> list[float]:
+        if self.l2_strengths is None:
+            return list(DEFAULT_STRENGTHS)
+        strengths = np.atleast_1d(np.asarray(self.l2_strengths, dtype=np.float64)).ravel()
+        if strengths.size == 0 or not np.all(np.isfinite(strengths)) or np.any(strengths <= 0):
+            raise ValueError(f"l2_strengths must be positive finite numbers, got "
+                             f"{self.l2_strengths!r}")
+        return strengths.tolist()
+
+    def _check_params(self):
+        super()._check_params()
+        if self.regularization != "fixed":
+            self._strengths()
+
+    def _train(self, net, X, y, seed):
+        if self.regularization == "fixed":
+            return super()._train(net, X, y, seed)
+        if len(X) < 2:
+            raise ValueError(f"regularization={self.regularization!r} needs at least 2 rows "
+                             f"to estimate the noise, got {len(X)}")
+        if self.regularization == "cv" and len(X) < 5:
+            raise ValueError(f"regularization='cv' needs at least 5 rows for 5 folds, got "
+                             f"{len(X)}")
+        net.initialize()
+        module = net.module_
+        device = next(module.parameters()).device
+        Xt = torch.as_tensor(X, device=device)
+        yt = torch.as_tensor(y, device=device)
+        scale = net.criterion_.scale.to(device)
+        folds = ()
+        if self.regularization == "cv":
+            folds = list(KFold(5, shuffle=True, random_state=seed).split(X))
+        generator = torch.Generator().manual_seed(seed)
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            strengths = self._strengths()
+            bar = tqdm(total=len(strengths), desc=f"{type(self).__name__} ({self.regularization})",
+                       unit="strength", leave=False)
+            if len(X) > MAX_ROWS:
+                print(f"{type(self).__name__}: {len(X)} rows > {MAX_ROWS}: the evidence's "
+                      f"curvature is estimated on a random subset of {MAX_ROWS} rows")
+        history = []
+
+        def progress(fit):
+            history.append({"epoch": len(history) + 1, "train_loss": fit.objective,
+                            **fit.summary()})
+            if bar is not None:
+                bar.set_postfix(strength=f"{fit.strength:.3g}")
+                bar.update(1)
+
+        try:
+            path, chosen, posterior = regularisation_path(
+                module, Xt, yt, scale, self._strengths(), prior_scales=_prior_scales(module, scale),
+                select=self.regularization, cv_folds=folds, max_rows=MAX_ROWS, generator=generator,
+                progress=progress, lr=self.lr, max_steps=self.max_steps, tol=self.tol,
+                extra_penalty=getattr(module, "penalty", None))
+        except FloatingPointError as exc:
+            from ._net import TrainingDivergedError
+
+            raise TrainingDivergedError(f"training diverged: {exc}; use a smaller learning "
+                                        "rate") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        self.regularization_path_ = [fit.summary() for fit in path]
+        self.l2_strength_ = path[chosen].strength
+        self.noise_std_ = (path[chosen].noise * scale).detach().cpu().double().numpy()
+        self.posterior_ = posterior
+        if self.verbose:
+            print(f"{type(self).__name__}: l2_strength_={self.l2_strength_:.3g}, noise "
+                  f"{path[chosen].noise:.3g} of the loss scale")
+        return history
+
+    def predict(self, X, return_std=False):
+        """Predict targets for ``X``, optionally with the predictive standard deviation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        return_std : bool, default=False
+            Also return the standard deviation of a new observation at each row:
+            the linearised posterior's spread of the network's output plus the
+            learned noise (``regularization`` ``"evidence"`` or ``"cv"`` only).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_std : ndarray, the same shape
+            Only with ``return_std=True``.
+
+        Raises
+        ------
+        ValueError
+            ``return_std=True`` on a model fitted with ``regularization="fixed"``.
+        """
+        if not return_std:
+            return super().predict(X)
+        posterior = getattr(self, "posterior_", None)
+        if getattr(self, "net_", None) is not None and posterior is None:
+            raise ValueError("return_std=True needs the posterior of regularization="
+                             "'evidence' or 'cv'; this model was fitted with "
+                             f"regularization={self.regularization!r}")
+        X = self._validate_predict_data(X)
+        mean = self.net_.predict(X).astype(np.float64)
+        module = self.net_.module_
+        device = next(module.parameters()).device
+        scale = self.net_.criterion_.scale.detach().to(device)
+        prior = L2Prior(module, _prior_scales(module, scale))
+        variances = []
+        for start in range(0, len(X), 1024):
+            J = jacobian(module, torch.as_tensor(X[start:start + 1024], device=device),
+                         prior, scale)
+            variances.append(posterior.variance(J.cpu()).reshape(-1, len(scale)))
+        var = torch.cat(variances).double() + posterior.noise_var
+        std = (var.sqrt() * scale.cpu().double()).numpy()
+        if self._y_was_1d:
+            return mean.ravel(), std.ravel()
+        return mean, std
+
+
+def _prior_scales(module, scale: torch.Tensor) -> dict:
+    """The calibration's shift is in the targets' units: its prior scales with them, so
+    that one strength means the same for every target scale."""
+    return {"c": scale} if isinstance(module, OutputCalibration) else {}
+
