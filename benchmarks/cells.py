@@ -63,18 +63,19 @@ def _models(config, task_name, description, base, seed, n_features):
     # the adapters as in the paper ("-cal" adds the calibration), in the configured regime
     plain = {"output_calibration": False, "regularization": config["regularization"],
              "max_steps": config["max_steps"]}
+    adapting = {**common, "lr": config["adapter_lr"]}  # None: the regime's default
     ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
-          "block_size": config["block_size"], "base": base, **common}
+          "block_size": config["block_size"], "base": base, **adapting}
     models = {
         "target-only": MLPRegressor(hidden_layer_sizes=config["hidden"], **common),
-        "finetune": FineTuneRegressor(base=base, **plain, **common),
+        "finetune": FineTuneRegressor(base=base, **plain, **adapting),
         "ql": QueryableLoraRegressor(**plain, **ql),
         "ql-prior": QueryableLoraRegressor(task_description=description, **plain, **ql),
         "ql-misleading": QueryableLoraRegressor(
             task_description=misleading_description(task_name), **plain, **ql),
     }
     rank = matched_lora_rank(models["ql"], base, n_features)
-    models["lora"] = LoraRegressor(base=base, rank=rank, **plain, **common)
+    models["lora"] = LoraRegressor(base=base, rank=rank, **plain, **adapting)
     models["lora-cal"] = clone(models["lora"]).set_params(output_calibration=True)
     models["ql-cal"] = clone(models["ql"]).set_params(output_calibration=True)
     models["lora-gphead"] = GPDiscrepancyRegressor(clone(models["lora"]), random_state=seed)

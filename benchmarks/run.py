@@ -46,6 +46,7 @@ DEFAULTS = {
     "block_size": 2, "tune_trials": 0,
     # the adapters' regime (the estimators' default); "fixed": max_epochs of mini-batches
     "regularization": "evidence", "max_steps": 2000,
+    "adapter_lr": None,  # the adapters' lr; None: the estimators' default for the regime
 }
 
 

@@ -372,6 +372,14 @@ def test_data_far_outside_the_bases_scale_blames_the_data_not_the_lr(base, task)
     assert "learning rate" not in str(info.value)
 
 
+def test_inputs_far_outside_the_bases_range_are_named_before_the_lr(base, task):
+    # the starting loss is finite; the first epoch explodes because X is far out
+    model = small(LoraRegressor, base=base, regularization="fixed", lr=1e-2)
+    with pytest.raises(TrainingDivergedError,
+                       match="X reaches .* standard deviations .* rescale X"):
+        model.fit(task.X_train * 1e7, task.y_train)
+
+
 @pytest.mark.parametrize("wrap", [lambda b: b, FrozenEstimator, lambda b: b.net_.module_])
 def test_save_load_keeps_the_base_and_refits_from_it(wrap, base, task, tmp_path):
     model = small(QueryableLoraRegressor, base=wrap(base), max_epochs=3)
@@ -387,7 +395,7 @@ def test_save_load_keeps_the_base_and_refits_from_it(wrap, base, task, tmp_path)
 def test_setting_base_parameters_never_mutates_the_users_base(base):
     model = QueryableLoraRegressor(base=base)
     assert not any(k.startswith("base__") for k in model.get_params(deep=True))
-    with pytest.raises(ValueError, match="base is shared"):
+    with pytest.raises(ValueError, match="base= is a fitted object shared"):
         clone(model).set_params(base__max_epochs=77)
     assert base.max_epochs == 60
 

@@ -241,7 +241,7 @@ def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base):
     shared = SharedMemoryRegressor(base=base, **TINY).fit(fam.X_train, fam.y_train)
     few = FewShotRegressor(shared)
     assert not any(k.startswith("shared__") for k in few.get_params(deep=True))
-    with pytest.raises(ValueError, match="shared is shared"):
+    with pytest.raises(ValueError, match="shared= is a fitted object shared"):
         few.set_params(shared__max_epochs=99)
     assert shared.max_epochs == TINY["max_epochs"]
     with pytest.raises(TypeError, match="pickle"):

@@ -192,8 +192,10 @@ def test_workers_sharing_a_seed_propose_different_trials(data):
 
 def test_pruning_on_validation_loss(data):
     task, base = data
-    est = LoraRegressor(base=base, max_epochs=20, random_state=0)
+    est = LoraRegressor(base=base, max_epochs=20, regularization="fixed", random_state=0)
     pruner = optuna.pruners.ThresholdPruner(upper=1e-12, n_warmup_steps=2)
+    with pytest.raises(ValueError, match="regularization='fixed'"):  # no epochs to prune
+        tune(LoraRegressor(base=base), task.X_train, task.y_train, n_trials=1, pruner=pruner)
     storage = optuna.storages.InMemoryStorage()
     with pytest.raises(RuntimeError, match="no trial completed"):
         tune(est, task.X_train, task.y_train, n_trials=2, pruner=pruner, random_state=0,
@@ -295,7 +297,7 @@ def test_a_search_where_no_trial_completes_says_why(data):
 
 def test_refit_trains_as_the_scored_trials_did_and_can_be_deferred(data):
     task, base = data
-    est = LoraRegressor(base=base, max_epochs=15, random_state=0)
+    est = LoraRegressor(base=base, max_epochs=15, regularization="fixed", random_state=0)
     # Under a pruner every trial trained with early stopping; so must the refit.
     study, best = tune(est, task.X_train, task.y_train, n_trials=2, cv=2, random_state=0,
                        pruner=optuna.pruners.NopPruner())

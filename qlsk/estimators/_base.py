@@ -83,7 +83,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         """Validate every hyperparameter; raise a ValueError or TypeError naming it."""
         self._validate_params()
         name = type(self).__name__
-        if not np.isfinite(self.lr):
+        if not np.isfinite(self._learning_rate()):
             raise ValueError(f"The 'lr' parameter of {name} must be finite, got {self.lr!r}")
         for callback in self.callbacks or ():
             named = isinstance(callback, tuple) and len(callback) == 2 and isinstance(
@@ -93,6 +93,10 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
                                                  and issubclass(cb, Callback))):
                 raise TypeError(f"callbacks of {name} must be skorch callbacks (instances, "
                                 f"classes or (name, callback) pairs), got {callback!r}")
+
+    def _learning_rate(self) -> float:
+        """``lr``, or the default of the training regime where it is None."""
+        return self.lr
 
     def _forget(self):
         for name in _FITTED:
@@ -123,7 +127,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
         callbacks.extend((f"user_{i}", cb) for i, cb in enumerate(self.callbacks or ()))
         return Net(
             module=module, criterion=ScaledMSELoss, criterion__scale=loss_scale,
-            optimizer=torch.optim.AdamW, lr=self.lr,
+            optimizer=torch.optim.AdamW, lr=self._learning_rate(),
             optimizer__weight_decay=self.weight_decay, max_epochs=self.max_epochs,
             batch_size=self.batch_size, train_split=train_split, callbacks=callbacks,
             device=device, seed=seed, verbose=0,

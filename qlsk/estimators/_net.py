@@ -186,6 +186,31 @@ class TrainingDivergedError(ValueError, FloatingPointError):
     """
 
 
+# An input this many standard deviations (of the data the network's scaling was set
+# on) from their mean lies far outside anything the network was trained on.
+FAR_INPUT_SD = 10.0
+
+
+def divergence_advice(module: nn.Module, X) -> str:
+    """What to do about a training that diverged on ``X``.
+
+    Inputs far outside the range the network's input scaling was set on (the base's
+    training data, for an adapter) come first: no learning rate fixes those. Else:
+    a smaller learning rate.
+    """
+    mlp = next((m for m in module.modules() if isinstance(m, MLP)), None)
+    X = torch.as_tensor(X)
+    if mlp is not None and X.dim() == 2 and X.shape[1] == mlp.n_features:
+        with torch.no_grad():
+            spread = float(((X.to(mlp.x_mean.device) - mlp.x_mean) / mlp.x_scale).abs().max())
+        if spread > FAR_INPUT_SD:
+            return (f"X reaches {spread:.3g} standard deviations from the mean of the data "
+                    "the network's input scaling was set on (for an adapter, the base's "
+                    "training data): rescale X, or adapt a base trained on its range, "
+                    "before trying a smaller learning rate")
+    return "use a smaller learning rate"
+
+
 class StopOnDivergence(Callback):
     """Stop training with an error that names the cause when the loss diverges.
 
@@ -200,6 +225,9 @@ class StopOnDivergence(Callback):
     ----------
     start_ : float
         The starting loss, measured when training begins.
+    advice_ : str
+        What the error advises (:func:`divergence_advice`), set when training begins:
+        the training rows themselves are not kept.
     """
 
     def __init__(self, factor: float = 1e3):
@@ -207,6 +235,8 @@ class StopOnDivergence(Callback):
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.start_ = None
+        self.advice_ = ("use a smaller learning rate" if X is None
+                        else divergence_advice(net.module_, X))
         if X is None or y is None:
             return
         with torch.no_grad():
@@ -230,7 +260,7 @@ class StopOnDivergence(Callback):
                     f"exploded to {row[key]:.3g} from a start of {self.start_:.3g}")
                 raise TrainingDivergedError(
                     f"training diverged: {key} {what} at epoch {row['epoch']} with "
-                    f"lr={net.lr:g}; use a smaller learning rate")
+                    f"lr={net.lr:g}; {self.advice_}")
 
 
 class EpochProgress(Callback):

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapters import AdaptedModel, inject
 from ..adapters.calibration import OutputCalibration, uncalibrated
 from ._net import MLP
+from .regularized import dump_posterior, restore_posterior
 
 FORMAT = "qlsk-1"
 
@@ -110,6 +111,9 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
     }
     tensors = {prefix + k: v.detach().cpu().contiguous()
                for k, v in whole.state_dict().items()}
+    meta["posterior"], factor = dump_posterior(estimator)
+    if factor is not None:
+        tensors[prefix + "posterior/factor"] = factor
     if "base" in estimator.get_params(deep=False):
         # base=None pretrained its own base_: kept too, though a refit pretrains anew
         key = "base" if estimator.base is not None else "pretrained_base"
@@ -304,6 +308,7 @@ def _restore(meta: dict, tensors: dict, prefix: str, device: str):
     estimator._y_was_1d = meta["y_was_1d"]
     estimator.n_trainable_params_ = meta["n_trainable_params_"]
     estimator.history_ = meta["history_"]
+    restore_posterior(estimator, meta.get("posterior"), tensors.get(prefix + "posterior/factor"))
     if meta.get("pretrained_base") is not None:
         estimator.base_ = _restore_base(meta["pretrained_base"], tensors, prefix + "base/",
                                         device)

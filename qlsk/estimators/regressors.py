@@ -21,8 +21,6 @@ from ._net import ACTIVATIONS, MLP, _safe_std
 from .regularized import REGULARIZATION_DOC, REGULARIZATION_FITTED_DOC, RegularizedAdapter
 
 _TRAINING_DOC = """
-    lr : float, default=1e-3
-        AdamW learning rate.
     weight_decay : float, default=0.0
         AdamW weight decay.
     max_epochs : int, default=200
@@ -80,6 +78,8 @@ class MLPRegressor(BaseNeuralRegressor):
         Widths of the hidden layers (an int: one hidden layer).
     activation : {{"silu", "relu", "tanh", "gelu"}}, default="silu"
         Non-linearity after every hidden layer.
+    lr : float, default=1e-3
+        AdamW learning rate.
     {_TRAINING_DOC}
     Attributes
     ----------
@@ -208,16 +208,16 @@ class _SharesFitted:
         """Set this estimator's parameters; those of the shared fitted object are refused."""
         nested = sorted(k for k in params if k.startswith(f"{self._shared}__"))
         if nested:
-            raise ValueError(f"cannot set {nested}: the {self._shared} is shared and never "
-                             f"retrained by adaptation; fit another and pass it as "
-                             f"{self._shared}=...")
+            raise ValueError(f"cannot set {nested}: {self._shared}= is a fitted object shared "
+                             f"with every clone and never retrained by this estimator; fit "
+                             f"another and pass it as {self._shared}=...")
         return super().set_params(**params)
 
 
 class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
     """Adapts a base network to new data; subclasses say how (``_adapt``)."""
 
-    def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+    def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=None,
                  weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
@@ -240,6 +240,7 @@ class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor)
         **RegularizedAdapter._regularization_constraints,
         "base": "no_validation",  # a fitted estimator, module, path or None: _base_module
         "hidden_layer_sizes": MLPRegressor._parameter_constraints["hidden_layer_sizes"],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
         "output_calibration": ["boolean"],
         "calibration_shrinkage": [Interval(Real, 0, None, closed="left")],
     }
@@ -264,6 +265,8 @@ class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor)
         # Every MLPRegressor setting this estimator shares; callbacks belong to adapting.
         shared = set(MLPRegressor._get_param_names()) & set(self._get_param_names())
         params = {name: getattr(self, name) for name in shared}
+        if params.get("lr") is None:  # the adapters' own default is the regime's
+            params["lr"] = MLPRegressor().lr
         return MLPRegressor(**{**params, "random_state": seed, "callbacks": None}).fit(X, y)
 
     def _build_module(self, X, y, seed):
@@ -361,7 +364,7 @@ class FineTuneRegressor(_AdaptingRegressor):
 
     def __init__(self, base=None, output_calibration=True, calibration_shrinkage=0.0,
                  regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
-                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0, max_epochs=200,
+                 hidden_layer_sizes=(64, 64, 64), lr=None, weight_decay=0.0, max_epochs=200,
                  batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
                  device="cpu", random_state=None, verbose=0, callbacks=None):
         super().__init__(
@@ -413,7 +416,7 @@ class LoraRegressor(_AdaptingRegressor):
     def __init__(self, base=None, rank=8, alpha=16.0, target_modules=None,
                  output_calibration=True, calibration_shrinkage=0.0,
                  regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
-                 hidden_layer_sizes=(64, 64, 64), lr=1e-3, weight_decay=0.0,
+                 hidden_layer_sizes=(64, 64, 64), lr=None, weight_decay=0.0,
                  max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
@@ -519,7 +522,7 @@ class QueryableLoraRegressor(LoraRegressor):
                  task_description=None, text_encoder="lexical", target_modules=None,
                  query="state+depth", freeze_atoms=False, output_calibration=True,
                  calibration_shrinkage=0.0, regularization="evidence", l2_strengths=None,
-                 max_steps=2000, tol=1e-4, hidden_layer_sizes=(64, 64, 64), lr=1e-3,
+                 max_steps=2000, tol=1e-4, hidden_layer_sizes=(64, 64, 64), lr=None,
                  weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):

@@ -22,6 +22,7 @@ from ..adapters.evidence import (
     DEFAULT_STRENGTHS,
     MAX_ROWS,
     L2Prior,
+    LaplacePosterior,
     jacobian,
     regularisation_path,
 )
@@ -42,6 +43,10 @@ REGULARIZATION_DOC = """
         ``batch_size``, the early-stopping settings and ``callbacks`` apply to
         ``"fixed"`` only (and to the pretraining when ``base=None``). See
         ``docs/method.md``, "Regularisation chosen by the data".
+    lr : float or None, default=None
+        Adam's learning rate. ``None``: 3e-3 for the full-batch path (``"evidence"``,
+        ``"cv"``; chosen on development tasks: as accurate as 1e-3 and about twice as
+        fast), 1e-3 for ``"fixed"`` (AdamW) and for the pretraining when ``base=None``.
     l2_strengths : array-like of float or None, default=None
         The strengths ``lambda`` tried, in units of the mean squared error of targets
         divided by the loss scale (``None``: 11 values from 10 down to 1e-4, evenly
@@ -84,6 +89,11 @@ class RegularizedAdapter:
         "max_steps": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
     }
+
+    def _learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.regularization == "fixed" else 3e-3
 
     def _strengths(self) -> list[float]:
         if self.l2_strengths is None:
@@ -141,7 +151,7 @@ class RegularizedAdapter:
             path, chosen, posterior = regularisation_path(
                 module, Xt, yt, scale, self._strengths(), prior_scales=_prior_scales(module, scale),
                 select=self.regularization, cv_folds=folds, max_rows=MAX_ROWS, generator=generator,
-                progress=progress, lr=self.lr, max_steps=self.max_steps, tol=self.tol,
+                progress=progress, lr=self._learning_rate(), max_steps=self.max_steps, tol=self.tol,
                 extra_penalty=getattr(module, "penalty", None))
         except FloatingPointError as exc:
             from ._net import TrainingDivergedError
@@ -212,3 +222,31 @@ def _prior_scales(module, scale: torch.Tensor) -> dict:
     that one strength means the same for every target scale."""
     return {"c": scale} if isinstance(module, OutputCalibration) else {}
 
+
+
+def dump_posterior(estimator) -> tuple[dict | None, torch.Tensor | None]:
+    """What :func:`qlsk.save` stores of the evidence's choice: JSON and the factor."""
+    posterior = getattr(estimator, "posterior_", None)
+    if posterior is None:
+        return None, None
+    meta = {"regularization_path_": estimator.regularization_path_,
+            "l2_strength_": float(estimator.l2_strength_),
+            "noise_std_": estimator.noise_std_.tolist(), "alpha": posterior.alpha,
+            "noise_var": posterior.noise_var, "row_form": posterior.row_form}
+    return meta, posterior.factor.detach().cpu().contiguous()
+
+
+def restore_posterior(estimator, meta: dict | None, factor: torch.Tensor | None) -> None:
+    """Set what :func:`dump_posterior` stored back on a loaded estimator."""
+    if meta is None:
+        return
+    if factor is None or not isinstance(meta, dict):
+        raise ValueError("the saved posterior is incomplete")
+    try:
+        estimator.posterior_ = LaplacePosterior(factor.float(), bool(meta["row_form"]),
+                                                float(meta["alpha"]), float(meta["noise_var"]))
+        estimator.regularization_path_ = list(meta["regularization_path_"])
+        estimator.l2_strength_ = float(meta["l2_strength_"])
+        estimator.noise_std_ = np.asarray(meta["noise_std_"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the saved posterior is invalid: {exc!r}") from None

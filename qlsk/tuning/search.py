@@ -51,7 +51,9 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
 
     ``QueryableLoraRegressor``: ``rank``, ``n_atoms``, ``top_k``, ``lr`` and, when a
     ``task_description`` is set, ``prior_strength``. ``LoraRegressor``: ``rank`` and
-    ``lr``. ``FineTuneRegressor`` and ``MLPRegressor``: ``lr`` and ``weight_decay``.
+    ``lr``. ``FineTuneRegressor`` and ``MLPRegressor``: ``lr`` and ``weight_decay``
+    (``FineTuneRegressor`` under its default ``regularization="evidence"``: ``lr``
+    alone, since the evidence chooses the penalty's strength).
 
     ``top_k`` (1 to 4) and ``n_atoms`` (4 to 32) are drawn independently, and
     ``n_atoms`` starts at the largest ``top_k``, so every combination is valid and
@@ -68,6 +70,8 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
         return space
     if isinstance(estimator, LoraRegressor):
         return {"rank": IntDistribution(1, 16, log=True), "lr": LR}
+    if isinstance(estimator, FineTuneRegressor) and estimator.regularization != "fixed":
+        return {"lr": LR}  # the evidence or cross-validation sets the penalty's strength
     if isinstance(estimator, FineTuneRegressor | MLPRegressor):
         return {"lr": LR, "weight_decay": FloatDistribution(1e-6, 1e-1, log=True)}
     raise TypeError(f"no default search space for {type(estimator).__name__}; pass "
@@ -276,7 +280,9 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         Prunes hopeless trials on the per-epoch validation loss of the first fold
         (``SkorchPruningCallback``). With a pruner every fold, and the refit, trains
         with early stopping, so that a validation loss exists and the refit trains as
-        the trials that scored it did. ``None``: no pruning.
+        the trials that scored it did. Needs ``regularization="fixed"`` on an adapting
+        estimator (the evidence's full-batch path has no epochs to prune). ``None``: no
+        pruning.
     timeout : float or None
         Seconds after which this call stops starting trials.
     n_jobs : int
@@ -345,6 +351,10 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
             raise ValueError(f"pruner must be an Optuna pruner, 'median' or None, got "
                              f"{pruner!r}")
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    if pruner is not None and getattr(estimator, "regularization", "fixed") != "fixed":
+        raise ValueError("a pruner reads per-epoch validation losses, which only "
+                         "regularization='fixed' produces; set it on the estimator or tune "
+                         f"without a pruner (it has regularization={estimator.regularization!r})")
     storage = make_storage(storage, heartbeat_interval, grace_period)
     check_study(estimator, storage, study_name)
     if pruner is not None:
