@@ -212,7 +212,13 @@ def run_report(args) -> None:
     if "://" not in args.storage and not os.path.isfile(args.storage):
         raise ValueError(f"storage {args.storage} does not exist")
     storage = make_storage(args.storage)
-    names = optuna.get_all_study_names(storage)
+    try:
+        names = optuna.get_all_study_names(storage)
+    except ValueError:  # a file whose lines are not the journal's JSON
+        names = []
+    if not names and "://" not in args.storage and os.path.getsize(args.storage):
+        raise ValueError(f"storage {args.storage} is not an Optuna journal file (one that "
+                         "qlsk tune --storage writes)")
     if args.study not in names:
         held = f"it holds {', '.join(map(repr, names))}" if names else "it holds no study"
         raise ValueError(f"study {args.study!r} does not exist in this storage; {held}")

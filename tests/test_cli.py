@@ -111,6 +111,12 @@ def test_report_on_a_missing_study_says_so_and_creates_nothing(two_runs, tmp_pat
     assert run("tune", "--report", "--storage", str(missing), "--study", "s") == (
         1, "", f"qlsk: error: storage {missing} does not exist\n")
     assert not missing.exists()
+    other = tmp_path / "notes.txt"
+    for text in ("hello\n", "hello"):  # lines that do not parse, or no complete line
+        other.write_text(text)
+        assert run("tune", "--report", "--storage", str(other), "--study", "s") == (
+            1, "", f"qlsk: error: storage {other} is not an Optuna journal file (one that "
+                   "qlsk tune --storage writes)\n")
     code, _, err = run("tune", "--report", "--storage", two_runs[0][0], "--study", "t")
     assert code == 1
     assert err == "qlsk: error: study 't' does not exist in this storage; it holds 's'\n"

@@ -253,3 +253,7 @@ def test_a_missing_memory_file_fails_before_pretraining(fam, tmp_path):
     with pytest.raises((FileNotFoundError, ValueError)):
         model.fit(fam.X_train, fam.y_train)
     assert not hasattr(model, "base_")
+    model.set_params(memory=str(tmp_path))
+    with pytest.raises(ValueError, match="is a folder; give the file written by save_memory"):
+        model.fit(fam.X_train, fam.y_train)
+    assert not hasattr(model, "base_")

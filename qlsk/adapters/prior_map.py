@@ -203,6 +203,8 @@ def read_memory(path) -> tuple[dict, dict[str, torch.Tensor]]:
     """The JSON metadata and the tensors of a memory written by :func:`save_memory`."""
     from safetensors import SafetensorError, safe_open
 
+    if os.path.isdir(path):  # else safetensors reports "No such device"
+        raise ValueError(f"memory {path} is a folder; give the file written by save_memory")
     try:
         with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get("qlsk")

@@ -18,6 +18,7 @@ from sklearn.model_selection import KFold
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..adapters.calibration import OutputCalibration
+from ._net import StopOnDivergence, TrainingDivergedError
 from ..adapters.evidence import (
     DEFAULT_STRENGTHS,
     MAX_ROWS,
@@ -113,12 +114,14 @@ class RegularizedAdapter:
         if self.regularization == "fixed":
             return super()._train(net, X, y, seed)
         if len(X) < 2:
-            raise ValueError(f"regularization={self.regularization!r} needs at least 2 rows "
-                             f"to estimate the noise, got {len(X)}")
+            raise ValueError(f"regularization={self.regularization!r} needs at least 2 "
+                             f"samples to estimate the noise, got {len(X)} sample(s)")
         if self.regularization == "cv" and len(X) < 5:
-            raise ValueError(f"regularization='cv' needs at least 5 rows for 5 folds, got "
-                             f"{len(X)}")
+            raise ValueError(f"regularization='cv' needs at least 5 samples for 5 folds, "
+                             f"got {len(X)} sample(s)")
         net.initialize()
+        guard = StopOnDivergence()  # the fixed recipe's check of the start, and its advice
+        guard.on_train_begin(net, X, y)
         module = net.module_
         device = next(module.parameters()).device
         Xt = torch.as_tensor(X, device=device)
@@ -141,8 +144,8 @@ class RegularizedAdapter:
         history = []
 
         def progress(fit):
-            history.append({"epoch": len(history) + 1, "train_loss": fit.objective,
-                            **fit.summary()})
+            known = {k: v for k, v in fit.summary().items() if not np.isnan(v)}
+            history.append({"epoch": len(history) + 1, "train_loss": fit.objective, **known})
             if bar is not None:
                 bar.set_postfix(strength=f"{fit.strength:.3g}")
                 bar.update(1)
@@ -154,10 +157,7 @@ class RegularizedAdapter:
                 progress=progress, lr=self._learning_rate(), max_steps=self.max_steps, tol=self.tol,
                 extra_penalty=getattr(module, "penalty", None))
         except FloatingPointError as exc:
-            from ._net import TrainingDivergedError
-
-            raise TrainingDivergedError(f"training diverged: {exc}; use a smaller learning "
-                                        "rate") from None
+            raise TrainingDivergedError(f"training diverged: {exc}; {guard.advice_}") from None
         finally:
             if bar is not None:
                 bar.close()
