@@ -109,8 +109,14 @@ def _parser() -> argparse.ArgumentParser:
                              "FineTuneRegressor")
     trials.add_argument("--n-trials", type=_at_least(1), default=20,
                         help="trials this process runs; workers of a study add theirs up")
+    trials.add_argument("--regularization", choices=("evidence", "cv", "fixed"),
+                        default="evidence",
+                        help="the estimator's regime (its default: evidence); --max-epochs "
+                             "and --pruner need 'fixed'")
+    trials.add_argument("--max-steps", type=_at_least(1), default=2000,
+                        help="full-batch steps per strength under evidence or cv")
     trials.add_argument("--max-epochs", type=_at_least(1), default=100,
-                        help="training epochs of every fit in a trial")
+                        help="training epochs of every fit in a trial under 'fixed'")
     trials.add_argument("--cv", type=_at_least(2), default=3,
                         help="cross-validation folds of every trial")
     trials.add_argument("--pruner", choices=("none", "median"), default="none",
@@ -139,11 +145,12 @@ def _check_task(name: str) -> None:
         raise ValueError(f"unknown task {name!r}; {hint}")
 
 
-def _estimator(method: str, task, max_epochs: int, seed: int):
+def _estimator(method: str, task, args):
     """The estimator to tune, still without its pretrained base."""
     import qlsk
 
-    params = {"max_epochs": max_epochs, "random_state": seed}
+    params = {"max_epochs": args.max_epochs, "regularization": args.regularization,
+              "max_steps": args.max_steps, "random_state": args.seed}
     if method == "queryable":
         params["task_description"] = task.description
     return getattr(qlsk, METHODS[method])(**params)
@@ -179,7 +186,7 @@ def run_tune(args) -> None:
     storage = make_storage(args.storage, args.heartbeat, args.grace)
     task = load_task(args.task, n_source=args.n_source, n_train=args.n_train,
                      noise=args.noise, random_state=args.seed)
-    estimator = _estimator(args.method, task, args.max_epochs, args.seed)
+    estimator = _estimator(args.method, task, args)
     check_study(estimator, storage, args.study)
 
     print(f"pretraining the base on {args.n_source} source rows for {args.base_epochs} "

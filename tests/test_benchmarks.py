@@ -42,7 +42,8 @@ def test_tiny_grid_end_to_end(first):
     assert df.rmse_sd.notna().all() and (df.rmse_sd > 0).all()
     rows = json.loads((output / "results.json").read_text())
     ql = [r for r in rows if r["method"] == "ql-prior"]
-    assert all(len(r["atom_usage"]) == 2 and len(r["train_curve"]) == 3 for r in ql)
+    # under the evidence, one point of the curve per strength fitted (11 at most)
+    assert all(len(r["atom_usage"]) == 2 and 1 <= len(r["train_curve"]) <= 11 for r in ql)
     summary = (output / "summary.md").read_text()
     assert "**" in summary and "QL + description" in summary and "GP (target only)" in summary
 

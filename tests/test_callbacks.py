@@ -40,7 +40,7 @@ def data():
 def test_records_one_finite_norm_per_layer_every_epoch(data, cls, kwargs):
     X, y, base = data
     model = cls(base=base, max_epochs=EPOCHS, batch_size=16, random_state=0,
-                callbacks=[GradientDiagnostics()], **kwargs).fit(X, y)
+                regularization="fixed", callbacks=[GradientDiagnostics()], **kwargs).fit(X, y)
     assert len(model.history_) == EPOCHS
     for row in model.history_:
         norms = row["grad_norms"]
@@ -75,10 +75,11 @@ def test_norms_are_the_adapter_gradients_for_adapters_and_weights_for_finetuning
 
 def test_off_by_default_and_history_survives_save_and_load(data, tmp_path):
     X, y, base = data
-    plain = LoraRegressor(base=base, rank=2, max_epochs=2, random_state=0).fit(X, y)
+    plain = LoraRegressor(base=base, rank=2, max_epochs=2, regularization="fixed",
+                          random_state=0).fit(X, y)
     assert set(plain.history_[0]) == {"epoch", "train_loss", "dur"}
     model = LoraRegressor(base=base, rank=2, max_epochs=2, random_state=0,
-                          callbacks=[GradientDiagnostics()]).fit(X, y)
+                          regularization="fixed", callbacks=[GradientDiagnostics()]).fit(X, y)
     np.testing.assert_allclose(model.predict(X), plain.predict(X), rtol=1e-6)
     save(model, tmp_path / "model")
     assert load(tmp_path / "model").history_ == model.history_
@@ -93,5 +94,6 @@ def test_one_norm_per_adapted_layer_when_only_some_are_adapted(data):
     X, y, base = data
     model = QueryableLoraRegressor(base=base, rank=2, n_atoms=4, block_size=1,
                                    target_modules=r"layers\.(0|4)", max_epochs=2,
-                                   random_state=0, callbacks=[GradientDiagnostics()]).fit(X, y)
+                                   random_state=0, regularization="fixed",
+                                   callbacks=[GradientDiagnostics()]).fit(X, y)
     assert [len(row["grad_norms"]) for row in model.history_] == [2, 2]

@@ -15,7 +15,8 @@ from qlsk.cli import main
 from qlsk.tuning import make_storage
 
 TINY = ["--task", "park91a-lf-to-hf", "--n-source", "200", "--base-epochs", "5",
-        "--n-train", "40", "--cv", "2", "--max-epochs", "3", "--method", "lora",
+        "--n-train", "40", "--cv", "2", "--max-epochs", "3", "--max-steps", "30",
+        "--method", "lora",
         "--n-trials", "2"]
 # Pretraining this base would take hours: a command with it must be refused at once.
 HUGE = ["--n-source", "1000000", "--base-epochs", "100000"]

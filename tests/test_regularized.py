@@ -182,3 +182,14 @@ def test_saved_and_loaded_model_keeps_its_intervals(data, tmp_path):
     assert loaded.l2_strength_ == model.l2_strength_
     assert ([row["log_evidence"] for row in loaded.regularization_path_]
             == [row["log_evidence"] for row in model.regularization_path_])
+
+
+def test_callbacks_need_the_fixed_recipe(data):
+    from qlsk import GradientDiagnostics
+
+    base, X, y, _, _, _ = data
+    with pytest.raises(ValueError, match="callbacks run only with regularization='fixed'"):
+        LoraRegressor(base=base, callbacks=[GradientDiagnostics()]).fit(X, y)
+    model = LoraRegressor(base=base, rank=2, max_epochs=2, regularization="fixed",
+                          callbacks=[GradientDiagnostics()]).fit(X, y)
+    assert "grad_norms" in model.history_[-1]

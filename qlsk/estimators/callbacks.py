@@ -61,7 +61,7 @@ class GradientDiagnostics(Callback):
     >>> from qlsk import GradientDiagnostics, LoraRegressor
     >>> from qlsk.simlib import load_task
     >>> task = load_task("park91a-lf-to-hf", random_state=0)
-    >>> model = LoraRegressor(rank=2, max_epochs=3, random_state=0,
+    >>> model = LoraRegressor(rank=2, max_epochs=3, random_state=0, regularization="fixed",
     ...                       callbacks=[GradientDiagnostics()])
     >>> history = model.fit(task.X_train, task.y_train).history_
     >>> len(history), len(history[-1]["grad_norms"])

@@ -18,7 +18,6 @@ from sklearn.model_selection import KFold
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..adapters.calibration import OutputCalibration
-from ._net import StopOnDivergence, TrainingDivergedError
 from ..adapters.evidence import (
     DEFAULT_STRENGTHS,
     MAX_ROWS,
@@ -27,6 +26,7 @@ from ..adapters.evidence import (
     jacobian,
     regularisation_path,
 )
+from ._net import StopOnDivergence, TrainingDivergedError
 
 REGULARIZATIONS = ("evidence", "cv", "fixed")
 
@@ -41,8 +41,8 @@ REGULARIZATION_DOC = """
         chosen by 5-fold cross-validation (about 6x the cost). ``"fixed"``: the
         mini-batch AdamW recipe of ``weight_decay``, ``max_epochs``, ``batch_size``
         and ``early_stopping`` (no intervals). ``weight_decay``, ``max_epochs``,
-        ``batch_size``, the early-stopping settings and ``callbacks`` apply to
-        ``"fixed"`` only (and to the pretraining when ``base=None``). See
+        ``batch_size`` and the early-stopping settings apply to ``"fixed"`` only (and
+        to the pretraining when ``base=None``); ``callbacks`` need ``"fixed"``. See
         ``docs/method.md``, "Regularisation chosen by the data".
     lr : float or None, default=None
         Adam's learning rate. ``None``: 3e-3 for the full-batch path (``"evidence"``,
@@ -109,6 +109,11 @@ class RegularizedAdapter:
         super()._check_params()
         if self.regularization != "fixed":
             self._strengths()
+            if self.callbacks:
+                raise ValueError(
+                    f"callbacks run only with regularization='fixed' (skorch's epochs); "
+                    f"this {type(self).__name__} has regularization="
+                    f"{self.regularization!r}, whose full-batch path has none")
 
     def _train(self, net, X, y, seed):
         if self.regularization == "fixed":
