@@ -2,7 +2,9 @@
 
 A cell pretrains one base on the task's source data and adapts it with each method,
 under the same epoch budget, at every target sample size. It returns one row per method
-and size with every setting.
+and size with every setting. Numerical trouble is counted in the row, not printed:
+``convergence_warnings`` (scikit-learn's, from the GPs' optimisers) and
+``cholesky_failures`` (correlation matrices SMT's MFK failed to factorise).
 """
 
 from __future__ import annotations
@@ -115,6 +117,30 @@ def rmse_sd(y_true, pred) -> float:
     return float(np.sqrt(np.mean((np.ravel(pred) - y_true) ** 2)) / y_true.std())
 
 
+class _ConvergenceWarnings:
+    """Counts scikit-learn's ConvergenceWarnings raised inside ``with`` (a GP's length
+    scale at its bound, in the peers and the GP head) instead of printing them; any other
+    warning is shown as usual. Use it again to add to ``count``."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        self._catch = warnings.catch_warnings(record=True)
+        self._caught = self._catch.__enter__()
+        warnings.simplefilter("always", ConvergenceWarning)
+        return self
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        for w in self._caught:
+            if issubclass(w.category, ConvergenceWarning):
+                self.count += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return False
+
+
 def _stability(history) -> float:
     losses = [row["train_loss"] for row in history[-10:]]
     return float(np.std(losses)) if losses else float("nan")
@@ -154,26 +180,29 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
                          "note": "skipped: smt is not installed (pip install qlsk[mf])"})
             continue
         t0 = time.perf_counter()
+        # counted in the row, not printed: pages of them would hide the table
+        convergence = _ConvergenceWarnings()
         if method == "base":
             model, fit_time = base, base_time
         elif method == "gp" or method in PEERS:
             model = (_gp(seed, task.bounds) if method == "gp"
                      else make_peer(method, base, task, seed))
-            with warnings.catch_warnings():  # length scales at their bounds are fine here
-                warnings.simplefilter("ignore", ConvergenceWarning)
+            with convergence:
                 model.fit(task.X_train, task.y_train)
             fit_time = time.perf_counter() - t0
         else:
             model = models[method]
-            if config["tune_trials"] and method in NEURAL:
-                _, model = tune(model, task.X_train, task.y_train, random_state=seed,
-                                n_trials=config["tune_trials"], cv=3,
-                                search_space={"lr": _lr_space()})
-            else:
-                model.fit(task.X_train, task.y_train)
+            with convergence:
+                if config["tune_trials"] and method in NEURAL:
+                    _, model = tune(model, task.X_train, task.y_train, random_state=seed,
+                                    n_trials=config["tune_trials"], cv=3,
+                                    search_space={"lr": _lr_space()})
+                else:
+                    model.fit(task.X_train, task.y_train)
             fit_time = time.perf_counter() - t0
         t0 = time.perf_counter()
-        pred = model.predict(task.X_test)
+        with convergence:
+            pred = model.predict(task.X_test)
         predict_time = time.perf_counter() - t0
         history = getattr(model, "history_", [])
         row.update({
@@ -186,6 +215,8 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
                                    else 0 if method == "base" else model.n_trainable_params_),
             "rank": getattr(model, "rank", None),
             "gp_head_kept": getattr(model, "discrepancy_kept_", None),
+            "convergence_warnings": convergence.count,
+            "cholesky_failures": getattr(model, "n_cholesky_failures_", 0),
             "train_curve": [r["train_loss"] for r in history] if method != "base" else [],
         })
         if isinstance(model, QueryableLoraRegressor):

@@ -25,7 +25,7 @@ from qlsk import LoraRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
 
 from .cells import _seed, pretrain_base, rmse_sd
-from .run import DEFAULTS, resolve_tasks, run_serially
+from .run import DEFAULTS, add_grid_arguments, grid_config, run_serially
 from .stats import paired_summary
 
 # Settings that differ from the current defaults; each is compared with its class at
@@ -85,25 +85,15 @@ def table(df: pd.DataFrame) -> str:
 
 
 def make_config(args) -> dict:
-    config = {**COMMON, **(QUICK if args.quick else FULL),
-              "alternatives": {arm: params for arm, (_, params) in ALTERNATIVES.items()}}
-    for key in ("tasks", "sizes", "seeds", "n_source", "n_test"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
-    resolve_tasks(config)
+    config = grid_config(args, COMMON, QUICK, FULL)
+    config["alternatives"] = {arm: params for arm, (_, params) in ALTERNATIVES.items()}
     return config
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.defaults",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 tasks, n = 50, 1 seed")
-    parser.add_argument("--output", default=None, help="an existing folder resumes")
-    parser.add_argument("--tasks", nargs="+", default=None)
-    parser.add_argument("--sizes", nargs="+", type=int, default=None)
-    parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--n-source", type=int, default=None)
-    parser.add_argument("--n-test", type=int, default=None)
+    add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = make_config(args)

@@ -16,6 +16,9 @@ the target-only GP does, and counts its fitted hyperparameters in
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -28,6 +31,18 @@ PEERS = ("gp-ar1", "gp-nargp", "mfk")
 # MFK's cost grows with the cube of all its rows; the source is subsampled to this many.
 # 500 source and 50 target rows of borehole (8 inputs) take 13 s on one core.
 MFK_MAX_SOURCE = 500
+# What SMT prints, with the correlation matrix's eigenvalues, when a Cholesky fails.
+_SMT_FAILURE = "exception : "
+
+
+def _quiet_smt(call):
+    """``call()`` with SMT's prints captured; returns its result and the number of
+    failed Cholesky decompositions SMT printed (each prints hundreds of eigenvalues;
+    the optimiser then moves on from that point)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = call()
+    return result, printed.getvalue().count(_SMT_FAILURE)
 
 
 def ard_gp(n_dims: int, random_state) -> GaussianProcessRegressor:
@@ -187,6 +202,9 @@ class MFKRegressor(_BoxGP):
         Source rows used.
     n_trainable_params_ : int
         Length scales and noise levels of both levels plus the scale ``ρ``.
+    n_cholesky_failures_ : int
+        Correlation matrices SMT failed to factorise while fitting (it prints each
+        one's eigenvalues; they are captured here and only counted).
     """
 
     def __init__(self, X_low, y_low, bounds=None, max_low=MFK_MAX_SOURCE, n_start=3,
@@ -214,7 +232,7 @@ class MFKRegressor(_BoxGP):
                     seed=int(rng.randint(2**31 - 1)))
         model.set_training_values(self._box(X_low), y_low[:, None], name=0)
         model.set_training_values(self._box(X), y[:, None])
-        model.train()
+        _, self.n_cholesky_failures_ = _quiet_smt(model.train)
         self.model_ = model
         levels = len(model.optimal_theta)
         self.n_trainable_params_ = (sum(np.size(t) for t in model.optimal_theta)
@@ -224,7 +242,8 @@ class MFKRegressor(_BoxGP):
     def predict(self, X):
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False)
-        return self.model_.predict_values(self._box(X)).ravel()
+        pred, _ = _quiet_smt(lambda: self.model_.predict_values(self._box(X)))
+        return pred.ravel()
 
 
 def make_peer(method: str, base, task, seed: int):

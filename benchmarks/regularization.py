@@ -32,7 +32,7 @@ from qlsk.simlib import load_task
 from .cells import _seed, pretrain_base, rmse_sd
 from .defaults import COMMON
 from .peers import make_peer
-from .run import resolve_tasks, run_serially
+from .run import add_grid_arguments, grid_config, run_serially
 from .stats import interval_scores, paired_summary
 
 # The tasks and seeds the evidence defaults were chosen on (kept out of "unseen").
@@ -148,26 +148,12 @@ def table(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def make_config(args) -> dict:
-    config = {**COMMON, **(QUICK if args.quick else FULL)}
-    for key in ("tasks", "sizes", "seeds", "n_source", "n_test"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
-    return resolve_tasks(config)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.regularization",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 tasks, n = 50, 1 seed")
-    parser.add_argument("--output", default=None, help="an existing folder resumes")
-    parser.add_argument("--tasks", nargs="+", default=None)
-    parser.add_argument("--sizes", nargs="+", type=int, default=None)
-    parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--n-source", type=int, default=None)
-    parser.add_argument("--n-test", type=int, default=None)
+    add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
     args = parser.parse_args(argv)
-    config = make_config(args)
+    config = grid_config(args, COMMON, QUICK, FULL)
     output = args.output or os.path.join(os.path.dirname(__file__), "results",
                                          f"regularization-{'quick' if args.quick else 'full'}")
     t0 = time.perf_counter()

@@ -84,7 +84,9 @@ def headline_table(df: pd.DataFrame) -> str:
 
 
 def method_overview(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
-    """Per method: mean rank over (task, size, seed), wins, error, R², cost."""
+    """Per method: mean rank over (task, size, seed), wins, error, R², cost, and the
+    numerical warnings its fits gave (ConvergenceWarnings, MFK's failed Cholesky
+    decompositions), summed."""
     ranks = df.groupby(["task", "n_train", "seed"])["rmse_sd"].rank()
     df = df.assign(rank_in_cell=ranks)
     grouped = df.groupby("method")
@@ -97,7 +99,12 @@ def method_overview(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
         "fit s": grouped["fit_time_s"].median(),
         "predict ms / 1000 rows": grouped["predict_ms_per_1000"].median(),
         "trainable params": grouped["n_trainable_params"].median(),
-    }).reindex(methods)
+    })
+    # counted at the fits instead of printed (rows from before the count have none)
+    trouble = [c for c in ("convergence_warnings", "cholesky_failures") if c in df]
+    if trouble:
+        overview["numerical warnings"] = grouped[trouble].sum().sum(axis=1).astype(int)
+    overview = overview.reindex(methods)
     overview.index = [LABELS[m] for m in overview.index]
     return overview
 
@@ -136,7 +143,8 @@ def _plots(df: pd.DataFrame, rows: list[dict], methods: list[str], output: str) 
                 ax.plot(np.mean([c[:length] for c in curves], axis=0), label=LABELS[m])
         ax.set(yscale="log", xlabel="epoch", ylabel="training loss (scaled MSE)",
                title=f"{task}, n = {largest}, mean over seeds")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # none when no method trains by epochs
+            ax.legend(fontsize=7)
         written.append(_save(fig, output, f"training_curves_{task}.png"))
 
         usage = [np.asarray(r["atom_usage"]) for r in rows

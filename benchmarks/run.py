@@ -64,6 +64,28 @@ def resolve_tasks(config: dict) -> dict:
     return config
 
 
+GRID_KEYS = ("tasks", "sizes", "seeds", "n_source", "n_test")
+
+
+def add_grid_arguments(parser, quick_help: str) -> None:
+    """The options of a study over tasks × sizes × seeds (``--quick`` and overrides)."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--output", default=None, help="an existing folder resumes")
+    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--sizes", nargs="+", type=int, default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--n-source", type=int, default=None)
+    parser.add_argument("--n-test", type=int, default=None)
+
+
+def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
+    """``common`` with the preset ``args.quick`` picks, then the options given."""
+    config = {**common, **(quick if args.quick else full)}
+    config.update({key: getattr(args, key) for key in GRID_KEYS
+                   if getattr(args, key) is not None})
+    return resolve_tasks(config)
+
+
 def make_config(args) -> dict:
     preset = QUICK if args.quick else MULTIFIDELITY if args.multifidelity else FULL
     config = {**DEFAULTS, **preset}

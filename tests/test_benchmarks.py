@@ -37,7 +37,7 @@ def test_tiny_grid_end_to_end(first):
     assert len(df) == 2 * len(METHODS) and set(df.method) == set(METHODS)
     for column in ("task", "seed", "n_train", "method", "noise", "n_source", "max_epochs",
                    "lr", "rmse_sd", "r2", "stability", "fit_time_s", "predict_ms_per_1000",
-                   "n_trainable_params"):
+                   "n_trainable_params", "convergence_warnings", "cholesky_failures"):
         assert column in df, column
     assert df.rmse_sd.notna().all() and (df.rmse_sd > 0).all()
     rows = json.loads((output / "results.json").read_text())
@@ -121,3 +121,58 @@ def test_headline_table_pairs_methods_on_the_same_task_size_and_seed():
     assert "| 2.000 (2.000–2.000) |" in text  # fit time
     assert "wrong description" not in text  # not run: left out
     assert "QL + description / QL, no prior | test RMSE | 1.000" in text
+
+
+def test_mfk_counts_failed_choleskys_and_prints_nothing(monkeypatch, capsys):
+    """SMT prints a failed Cholesky's eigenvalues (hundreds of lines each); the peer
+    captures them and counts the failures instead."""
+    pytest.importorskip("smt.applications")
+    import numpy as np
+    import scipy.linalg
+
+    from benchmarks.peers import MFKRegressor
+
+    cholesky, calls = scipy.linalg.cholesky, []
+
+    def fail_twice(a, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise scipy.linalg.LinAlgError("1-th leading minor is not positive definite")
+        return cholesky(a, *args, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "cholesky", fail_twice)
+    rng = np.random.default_rng(0)
+    X_low, X = rng.uniform(size=(30, 1)), rng.uniform(size=(8, 1))
+    model = MFKRegressor(X_low, np.sin(6 * X_low[:, 0]), n_start=1, random_state=0)
+    pred = model.fit(X, np.sin(6 * X[:, 0]) + X[:, 0]).predict(X)
+    assert model.n_cholesky_failures_ == 2 and np.isfinite(pred).all()
+    assert capsys.readouterr().out == ""
+
+
+def test_convergence_warnings_are_counted_not_shown():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from benchmarks.cells import _ConvergenceWarnings
+
+    counted = _ConvergenceWarnings()
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        for _ in range(2):  # fit, then predict: the count adds up
+            with counted:
+                warnings.warn("length scale at its bound", ConvergenceWarning, stacklevel=1)
+                warnings.warn("something else", UserWarning, stacklevel=1)
+    assert counted.count == 2
+    assert [w.category for w in shown] == [UserWarning, UserWarning]
+
+
+def test_overview_sums_the_numerical_warnings_of_each_method():
+    from benchmarks.report import method_overview
+
+    rows = [{"task": "t", "n_train": 16, "seed": s, "method": m, "rmse_sd": 0.5, "r2": 0.5,
+             "stability": 0.0, "fit_time_s": 1.0, "predict_ms_per_1000": 1.0,
+             "n_trainable_params": 3, "convergence_warnings": w, "cholesky_failures": c}
+            for s in (0, 1) for m, w, c in (("gp", 1, 0), ("mfk", 0, 3))]
+    overview = method_overview(pd.DataFrame(rows), ["gp", "mfk"])
+    assert overview["numerical warnings"].tolist() == [2, 6]

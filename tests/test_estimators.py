@@ -322,9 +322,18 @@ def test_verbose_shows_a_progress_bar_over_epochs(capsys):
     X, y = np.random.default_rng(0).random((30, 2)), np.ones(30)
     small(MLPRegressor, max_epochs=3, verbose=1).fit(X, y)
     err = capsys.readouterr().err
-    assert "MLP:" in err and "epoch" in err  # tqdm redraws are throttled: no exact counts
+    assert "MLPRegressor:" in err and "epoch" in err  # tqdm redraws are throttled: no exact counts
     small(MLPRegressor, max_epochs=3).fit(X, y)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_is_labelled_by_the_estimator_not_its_module(capsys):
+    X = np.random.default_rng(0).random((30, 2))
+    y = X @ [1.0, 2.0]
+    base = small(MLPRegressor, max_epochs=1).fit(X, y)
+    small(LoraRegressor, base=base, max_epochs=3, regularization="fixed", verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    assert "LoraRegressor:" in err and "OutputCalibration" not in err
 
 
 @pytest.mark.parametrize("params, message", [

@@ -257,3 +257,34 @@ def test_a_missing_memory_file_fails_before_pretraining(fam, tmp_path):
     with pytest.raises(ValueError, match="is a folder; give the file written by save_memory"):
         model.fit(fam.X_train, fam.y_train)
     assert not hasattr(model, "base_")
+
+
+def test_a_memory_of_other_parameters_fails_before_pretraining(fam, shared, tmp_path):
+    path = tmp_path / "memory.safetensors"
+    shared.save_memory(path)  # rank 4, 8 atoms, the lexical encoder
+    for wrong, match in (({"rank": 2}, r"rank=4 \(this estimator: 2\)"),
+                         ({"n_atoms": 4, "top_k": 2}, r"n_atoms=8 \(this estimator: 4\)"),
+                         ({"text_encoder": "semantic"},
+                          r"text_encoder='lexical' \(this estimator: 'semantic'\)")):
+        model = SharedMemoryRegressor(memory=path, max_epochs=10_000, **wrong)
+        with pytest.raises(ValueError, match=match):
+            model.fit(fam.X_train, fam.y_train)
+        assert not hasattr(model, "base_")  # base=None: nothing was pretrained
+
+
+def test_grown_atom_count_is_visible_and_reuses_the_saved_memory(fam, base, tmp_path):
+    model = SharedMemoryRegressor(base=base, warm_start=True, **TINY)
+    model.fit(fam.X_train, fam.y_train)
+    assert model.n_atoms_ == model.n_atoms == 8
+    model.set_params(grow_atoms=2)
+    for expected in (10, 12):  # grow_atoms applies at every warm stage while set
+        model.fit(fam.X_train, fam.y_train)
+        assert model.n_atoms_ == expected and model.n_atoms == 8
+    path = tmp_path / "grown.memory"
+    model.save_memory(path)
+    with pytest.raises(ValueError, match=r"n_atoms=12 \(this estimator: 8\)"):
+        SharedMemoryRegressor(base=base, memory=path, **TINY).fit(fam.X_train, fam.y_train)
+    reused = SharedMemoryRegressor(base=base, memory=path, n_atoms=model.n_atoms_,
+                                   freeze_memory=True, **TINY).fit(fam.X_train, fam.y_train)
+    torch.testing.assert_close(_memory(reused)["atom_deltas"],
+                               _memory(model)["atom_deltas"])

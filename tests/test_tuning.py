@@ -179,6 +179,27 @@ def test_random_state_shuffles_the_folds(data):
     assert fold_scores(0) != fold_scores(1)  # the trials differ only in their folds
 
 
+def test_groups_reach_the_splitter_and_no_group_is_split(data):
+    from sklearn.model_selection import GroupKFold
+
+    task, base = data
+    est = LoraRegressor(base=base, max_epochs=1, max_steps=10, random_state=0)
+    one_point = {"lr": CategoricalDistribution([1e-3])}
+    groups = np.arange(len(task.X_train)) % 4
+    seen = []
+
+    def scorer(model, X, y):  # records the groups of each test fold
+        seen.append(frozenset(groups[np.isin(task.X_train[:, 0], X[:, 0])]))
+        return 0.0
+
+    for cv in (GroupKFold(2), 2):  # a splitter that needs groups; an int: GroupKFold
+        seen.clear()
+        tune(est, task.X_train, task.y_train, n_trials=1, cv=cv, groups=groups,
+             scoring=scorer, search_space=one_point, random_state=0, refit=False)
+        assert len(seen) == 2 and not seen[0] & seen[1]  # every group in one test fold
+        assert seen[0] | seen[1] == set(range(4))
+
+
 def test_workers_sharing_a_seed_propose_different_trials(data):
     task, base = data
     est = LoraRegressor(base=base, max_epochs=1, max_steps=30, random_state=0)

@@ -123,7 +123,7 @@ class BaseNeuralRegressor(RegressorMixin, BaseEstimator):
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor="valid_loss", patience=self.patience, load_best=True)))
         if self.verbose:
-            callbacks.append(("progress", EpochProgress()))
+            callbacks.append(("progress", EpochProgress(type(self).__name__)))
         callbacks.extend((f"user_{i}", cb) for i, cb in enumerate(self.callbacks or ()))
         return Net(
             module=module, criterion=ScaledMSELoss, criterion__scale=loss_scale,

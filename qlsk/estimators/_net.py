@@ -264,13 +264,22 @@ class StopOnDivergence(Callback):
 
 
 class EpochProgress(Callback):
-    """A progress bar over epochs with the current losses."""
+    """A progress bar over epochs with the current losses.
+
+    Parameters
+    ----------
+    label : str or None, default=None
+        The bar's label (the estimator's class name); ``None``: the module's class name.
+    """
+
+    def __init__(self, label=None):
+        self.label = label
 
     def on_train_begin(self, net, **kwargs):
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=net.max_epochs, desc=type(net.module_).__name__,
-                         unit="epoch", leave=False)
+        label = self.label if self.label is not None else type(net.module_).__name__
+        self._bar = tqdm(total=net.max_epochs, desc=label, unit="epoch", leave=False)
 
     def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]

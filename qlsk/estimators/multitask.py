@@ -45,7 +45,8 @@ from .regressors import (
     _SharesFitted,
 )
 
-_DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_")
+_DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
+                     "n_atoms_")
 PROBE_ROWS = 32  # rows per task kept from every stage, to measure route drift later
 
 
@@ -283,7 +284,8 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         ``tau_pi`` of the prior map.
     memory : str, os.PathLike or None, default=None
         A memory written by :meth:`save_memory` to start from (its rank, atom count,
-        number of blocks and embedding length must match); ``None``: a new memory.
+        number of blocks, embedding length and named text encoder must match; rank,
+        atom count and encoder are checked before any training); ``None``: a new memory.
     freeze_memory : bool, default=False
         Keep the memory (atoms, router and prior map) as it starts; only the LoRA
         factors train.
@@ -295,7 +297,9 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         ``stages_``; ``False``: every fit starts anew.
     grow_atoms : int, default=0
         In a warm-started stage, add this many atoms (starting at ``I``, with new keys
-        and prior-map rows) before training.
+        and prior-map rows) before training. It applies at every warm stage while it is
+        set (set it back to 0 to stop growing); ``n_atoms`` keeps the first stage's
+        count and ``n_atoms_`` is the memory's count now.
     freeze_previous_atoms : bool, default=False
         In a warm-started stage, keep the atoms of earlier stages as they were; new
         atoms, the router and the LoRA factors still train.
@@ -310,6 +314,10 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         it, ``n_atoms`` after it, ``atom_usage`` (description -> mean routing weights,
         ``(n_blocks, n_atoms)``, at the end of the stage) and ``probe`` (up to 32 of
         the stage's rows per task, for :meth:`route_drift`).
+    n_atoms_ : int
+        The memory's atom count after the last stage: ``n_atoms`` plus every
+        ``grow_atoms`` since. A memory saved from this model (:meth:`save_memory`) is
+        reused with ``n_atoms=n_atoms_``.
     feature_columns_ : list of str
         The numeric input columns.
     descriptions_ : list of str
@@ -430,6 +438,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         if previous is not None:
             self.descriptions_ = sorted(set(previous["descriptions_"]) | set(described))
         self.stages_ = [*(previous["stages_"] if previous else []), stage]
+        self.n_atoms_ = stage["n_atoms"]
 
     def route_drift(self):
         """How far every stage's tasks have moved in atom usage since their stage.
@@ -475,8 +484,24 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         if self.top_k > self.n_atoms:
             raise ValueError(f"top_k={self.top_k} exceeds n_atoms={self.n_atoms}: routing "
                              "combines at most n_atoms atoms")
-        if self.memory is not None:
-            read_memory(self.memory)  # a missing or foreign file fails before pretraining
+        if self.memory is not None:  # a missing, foreign or unfitting file fails before
+            self._check_memory_file()  # pretraining
+
+    def _check_memory_file(self):
+        """Refuse a memory of another rank, atom count or text encoder than these
+        parameters, naming the saved values (the block count, which depends on the base,
+        is checked when the memory is loaded)."""
+        meta, _ = read_memory(self.memory)
+        config, encoder = meta.get("config", {}), meta.get("text_encoder")
+        differ = [f"{k}={config[k]!r} (this estimator: {getattr(self, k)!r})"
+                  for k in ("rank", "n_atoms") if k in config and config[k] != getattr(self, k)]
+        if isinstance(encoder, str) and isinstance(self.text_encoder, str) and (
+                encoder != self.text_encoder):
+            differ.append(f"text_encoder={encoder!r} (this estimator: {self.text_encoder!r})")
+        if differ:
+            raise ValueError(f"memory {os.fspath(self.memory)} does not fit this estimator: it "
+                             f"was saved with {', '.join(differ)}; set these parameters to "
+                             "the saved values")
 
     def _text_settings(self):
         return self.description_column, self.text_encoder

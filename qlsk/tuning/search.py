@@ -19,7 +19,7 @@ from optuna.distributions import (
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
-from sklearn.model_selection import KFold, check_cv
+from sklearn.model_selection import GroupKFold, KFold, check_cv
 from sklearn.utils import _safe_indexing
 
 from ..estimators import (
@@ -241,8 +241,8 @@ class _TrialSeededSampler(optuna.samplers.BaseSampler):
         del self._samplers[trial.number]
 
 
-def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
-         storage=None, study_name=None, pruner=None, timeout=None, n_jobs=1,
+def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
+         scoring=None, storage=None, study_name=None, pruner=None, timeout=None, n_jobs=1,
          random_state=None, heartbeat_interval=60, grace_period=None, callbacks=None,
          refit=True):
     """Search hyperparameters with Optuna and refit the best estimator on all data.
@@ -264,8 +264,14 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
         default, pass ``{**default_search_space(estimator), "alpha": ...}``. A space
         that allows ``top_k > n_atoms`` is refused.
     cv : int, cross-validation generator or None
-        Folds for every trial. An int is that many shuffled folds (``KFold``) seeded by
-        ``random_state``, at least 2; ``None``: 3.
+        Folds for every trial. An int is that many shuffled folds seeded by
+        ``random_state``, at least 2: ``KFold``, or with ``groups`` ``GroupKFold`` (no
+        group in both a fold's training and test rows); ``None``: 3.
+    groups : array-like of shape (n_samples,) or None
+        Group labels of the rows, passed to the splitter (as ``groups`` in
+        ``GridSearchCV.fit``): needed by ``GroupKFold`` and its kind, and, for a
+        multi-task estimator, the tasks, so that every fold scores tasks it did not
+        train on (zero-shot).
     scoring : str, callable or None
         A scikit-learn scorer (greater is better); ``None``: the estimator's R^2.
     storage : None, str or os.PathLike, or optuna storage
@@ -337,9 +343,10 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, scoring=None,
     if isinstance(cv, numbers.Integral):
         if cv < 2:
             raise ValueError(f"cv must be at least 2 folds, got {cv!r}")
-        cv = KFold(cv, shuffle=True, random_state=random_state)
+        cv = (KFold(cv, shuffle=True, random_state=random_state) if groups is None
+              else GroupKFold(cv, shuffle=True, random_state=random_state))
     cv = check_cv(cv)
-    folds = list(cv.split(X, y))
+    folds = list(cv.split(X, y, groups))
     smallest = min(len(test) for _, test in folds)
     if scoring is None and smallest < 2:
         raise ValueError(f"cv leaves a test fold of {smallest} row(s), on which R^2 (the "
