@@ -142,8 +142,11 @@ class _ConvergenceWarnings:
 
 
 def _stability(history) -> float:
-    losses = [row["train_loss"] for row in history[-10:]]
-    return float(np.std(losses)) if losses else float("nan")
+    """The spread of the last 10 epochs' training loss; NaN for a path of strengths (the
+    evidence's history holds one row per strength, not epochs)."""
+    if not history or "strength" in history[-1]:
+        return float("nan")
+    return float(np.std([row["train_loss"] for row in history[-10:]]))
 
 
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
