@@ -71,7 +71,10 @@ def headline_table(df: pd.DataFrame) -> str:
         if quantity not in df or not {first, second} <= set(df.method):
             continue
         wide = df.pivot_table(index=["task", "n_train", "seed"], columns="method",
-                              values=quantity)[[first, second]].dropna()
+                              values=quantity)
+        if not {first, second} <= set(wide.columns):
+            continue  # all NaN for one of them (e.g. no epochs, so no stability)
+        wide = wide[[first, second]].dropna()
         ratios = wide[first] / wide[second]
         ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
         if len(ratios) == 0:
