@@ -32,6 +32,8 @@ ADAPTERS = [FineTuneRegressor, LoraRegressor, QueryableLoraRegressor]
 def small(cls, **kw):
     extra = {"rank": 2, "n_atoms": 4} if cls is QueryableLoraRegressor else (
         {"rank": 2} if cls is LoraRegressor else {})
+    if cls is not MLPRegressor:  # the evidence's full-batch steps, as short as max_epochs
+        extra["max_steps"] = 100
     return cls(**{**FAST, **extra, **kw})
 
 
