@@ -1,7 +1,7 @@
 """One benchmark cell: a task and a seed, every target sample size and method on it.
 
 A cell pretrains one base on the task's source data and adapts it with each method,
-under the same epoch budget, at every target sample size. It returns one row per method
+under the same training settings, at every target sample size. It returns one row per method
 and size with every setting. Numerical trouble is counted in the row, not printed:
 ``convergence_warnings`` (scikit-learn's, from the GPs' optimisers) and
 ``cholesky_failures`` (correlation matrices SMT's MFK failed to factorise).
