@@ -115,15 +115,20 @@ class RegularizedAdapter:
                     f"this {type(self).__name__} has regularization="
                     f"{self.regularization!r}, whose full-batch path has none")
 
-    def _train(self, net, X, y, seed):
-        if self.regularization == "fixed":
-            return super()._train(net, X, y, seed)
-        if len(X) < 2:
+    def _validate_fit_data(self, X, y):
+        # before any base is pretrained or calibrated on rows too few for the noise
+        X, y = super()._validate_fit_data(X, y)
+        if self.regularization != "fixed" and len(X) < 2:
             raise ValueError(f"regularization={self.regularization!r} needs at least 2 "
                              f"samples to estimate the noise, got {len(X)} sample(s)")
         if self.regularization == "cv" and len(X) < 5:
             raise ValueError(f"regularization='cv' needs at least 5 samples for 5 folds, "
                              f"got {len(X)} sample(s)")
+        return X, y
+
+    def _train(self, net, X, y, seed):
+        if self.regularization == "fixed":
+            return super()._train(net, X, y, seed)
         net.initialize()
         guard = StopOnDivergence()  # the fixed recipe's check of the start, and its advice
         guard.on_train_begin(net, X, y)
