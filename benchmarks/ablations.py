@@ -34,8 +34,15 @@ from qlsk import (
 )
 from qlsk.simlib import load_task
 
-from .cells import _seed, matched_lora_rank, misleading_description, pretrain_base, rmse_sd
-from .run import DEFAULTS, resolve_tasks, run_serially
+from .cells import (
+    _seed,
+    matched_lora_rank,
+    misleading_description,
+    pretrain_base,
+    rmse_sd,
+    sizes_on_one_base,
+)
+from .run import DEFAULTS, add_grid_arguments, resolve_tasks, run_serially
 from .stats import paired_summary
 
 # name: (QueryableLoraRegressor options over the full method, what it removes)
@@ -81,12 +88,8 @@ def _variant_options(config: dict, variant: str, task_name: str) -> dict:
 
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     """Fit every variant and LoRA at every sample size of one task and seed."""
-    rows, base = [], None
-    for n_train in config["sizes"]:
-        task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
-                         n_test=config["n_test"], noise=config["noise"], random_state=seed)
-        if base is None:
-            base = pretrain_base(config, task, task_name, seed)
+    rows = []
+    for n_train, task, base in sizes_on_one_base(config, task_name, seed):
         common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
                   "batch_size": config["batch_size"], "regularization": config["regularization"],
                   "output_calibration": config["output_calibration"],
@@ -246,14 +249,7 @@ def make_config(args) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="3 tasks, 2 seeds, 1,000 source rows")
-    parser.add_argument("--output", default=None, help="an existing folder resumes")
-    parser.add_argument("--tasks", nargs="+", default=None)
-    parser.add_argument("--sizes", nargs="+", type=int, default=None)
-    parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--n-source", type=int, default=None)
-    parser.add_argument("--n-test", type=int, default=None)
+    add_grid_arguments(parser, "3 tasks, 2 seeds, 1,000 source rows")
     parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--variants", nargs="+", default=None,

@@ -111,6 +111,21 @@ def pretrain_base(config: dict, task, task_name: str, seed: int) -> MLPRegressor
                         random_state=_seed(task_name, seed)).fit(task.X_source, task.y_source)
 
 
+def sizes_on_one_base(config: dict, task_name: str, seed: int):
+    """Yield ``(n_train, task, base)`` for every size of a cell, all on one base.
+
+    The source rows are drawn first, so they are the same for every size: the base is
+    pretrained once, on the first size's draw.
+    """
+    base = None
+    for n_train in config["sizes"]:
+        task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
+                         n_test=config["n_test"], noise=config["noise"], random_state=seed)
+        if base is None:
+            base = pretrain_base(config, task, task_name, seed)
+        yield n_train, task, base
+
+
 def rmse_sd(y_true, pred) -> float:
     """Test RMSE divided by the standard deviation of the test targets."""
     y_true = np.asarray(y_true)

@@ -15,17 +15,15 @@ Writes ``cells.jsonl`` (resumable), ``config.json``, ``results.csv`` and
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import pandas as pd
 import torch
 
 from qlsk import LoraRegressor, QueryableLoraRegressor
-from qlsk.simlib import load_task
 
-from .cells import _seed, pretrain_base, rmse_sd
-from .run import DEFAULTS, add_grid_arguments, grid_config, run_serially
+from .cells import _seed, rmse_sd, sizes_on_one_base
+from .run import DEFAULTS, add_grid_arguments, grid_config, serial_study
 from .stats import paired_summary
 
 # Settings that differ from the current defaults; each is compared with its class at
@@ -42,12 +40,8 @@ COMMON = {"noise": DEFAULTS["noise"], "hidden": DEFAULTS["hidden"], "base_epochs
 
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     """Fit every arm at every size of one task and seed, on one base."""
-    rows, base = [], None
-    for n_train in config["sizes"]:
-        task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
-                         n_test=config["n_test"], noise=config["noise"], random_state=seed)
-        if base is None:
-            base = pretrain_base(config, task, task_name, seed)
+    rows = []
+    for n_train, task, base in sizes_on_one_base(config, task_name, seed):
         for arm, (cls, params) in ARMS.items():
             extra = ({"task_description": task.description}
                      if cls is QueryableLoraRegressor else {})
@@ -97,20 +91,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = make_config(args)
-    output = args.output or os.path.join(os.path.dirname(__file__), "results",
-                                         f"defaults-{'quick' if args.quick else 'full'}")
-    t0 = time.perf_counter()
-    df = pd.DataFrame(run_serially(run_cell, config, output))
-    df.to_csv(os.path.join(output, "results.csv"), index=False)
-    text = ["# Current defaults against alternatives", "",
-            "Alternatives: " + "; ".join(f"{arm}: {params}" for arm, (_, params)
-                                         in ALTERNATIVES.items()), "",
-            f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
-            "below 1: the first has the lower test error.", "", table(df), ""]
-    with open(os.path.join(output, "defaults.md"), "w") as f:
-        f.write("\n".join(text))
-    print("\n".join(text))
-    print(f"{len(df)} rows in {time.perf_counter() - t0:.0f} s; results in {output}")
+    serial_study(run_cell, config, args, "defaults", lambda df: [
+        "# Current defaults against alternatives", "",
+        "Alternatives: " + "; ".join(f"{arm}: {params}" for arm, (_, params)
+                                     in ALTERNATIVES.items()), "",
+        f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
+        "below 1: the first has the lower test error.", "", table(df), ""])
 
 
 if __name__ == "__main__":

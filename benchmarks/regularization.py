@@ -17,7 +17,6 @@ Writes ``cells.jsonl`` (resumable), ``config.json``, ``results.csv`` and
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 
@@ -27,12 +26,11 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
-from qlsk.simlib import load_task
 
-from .cells import _seed, pretrain_base, rmse_sd
+from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer
-from .run import add_grid_arguments, grid_config, run_serially
+from .run import add_grid_arguments, grid_config, serial_study
 from .stats import interval_scores, paired_summary
 
 # The tasks and seeds the evidence defaults were chosen on (kept out of "unseen").
@@ -61,12 +59,8 @@ def _arms(task, base, seed: int):
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     """Fit every arm at every size of one task and seed, on one base."""
     torch.set_num_threads(1)
-    rows, base = [], None
-    for n_train in config["sizes"]:
-        task = load_task(task_name, n_source=config["n_source"], n_train=n_train,
-                         n_test=config["n_test"], noise=config["noise"], random_state=seed)
-        if base is None:
-            base = pretrain_base(config, task, task_name, seed)
+    rows = []
+    for n_train, task, base in sizes_on_one_base(config, task_name, seed):
         rng = np.random.default_rng(_seed(task_name, seed, n_train, "test-noise"))
         noisy = task.y_test + rng.normal(0.0, task.noise_std, size=len(task.y_test))
         for arm, model in _arms(task, base, _seed(task_name, seed, n_train)):
@@ -154,18 +148,10 @@ def main(argv=None) -> None:
     add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
-    output = args.output or os.path.join(os.path.dirname(__file__), "results",
-                                         f"regularization-{'quick' if args.quick else 'full'}")
-    t0 = time.perf_counter()
-    df = pd.DataFrame(run_serially(run_cell, config, output))
-    df.to_csv(os.path.join(output, "results.csv"), index=False)
-    text = ["# Regularisation chosen by the evidence", "",
-            f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
-            "ratios below 1: the first has the lower test error.", "", table(df)]
-    with open(os.path.join(output, "regularization.md"), "w") as f:
-        f.write("\n".join(text))
-    print("\n".join(text))
-    print(f"{len(df)} rows in {time.perf_counter() - t0:.0f} s; results in {output}")
+    serial_study(run_cell, config, args, "regularization", lambda df: [
+        "# Regularisation chosen by the evidence", "",
+        f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
+        "ratios below 1: the first has the lower test error.", "", table(df)])
 
 
 if __name__ == "__main__":

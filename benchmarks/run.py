@@ -18,6 +18,8 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+import pandas as pd
+
 from .cells import METHODS, run_cell
 
 QUICK = {
@@ -84,6 +86,26 @@ def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
     config.update({key: getattr(args, key) for key in GRID_KEYS
                    if getattr(args, key) is not None})
     return resolve_tasks(config)
+
+
+def serial_study(run_cell, config: dict, args, name: str, report) -> pd.DataFrame:
+    """Run a study's cells one after another and write what it found.
+
+    Cells go to ``args.output`` (default ``results/<name>-quick`` or ``-full``; an
+    existing folder resumes); ``results.csv`` holds every row and ``<name>.md`` the
+    lines ``report(df)`` returns, which are also printed.
+    """
+    output = args.output or os.path.join(os.path.dirname(__file__), "results",
+                                         f"{name}-{'quick' if args.quick else 'full'}")
+    t0 = time.perf_counter()
+    df = pd.DataFrame(run_serially(run_cell, config, output))
+    df.to_csv(os.path.join(output, "results.csv"), index=False)
+    text = "\n".join(report(df))
+    with open(os.path.join(output, f"{name}.md"), "w") as f:
+        f.write(text)
+    print(text)
+    print(f"{len(df)} rows in {time.perf_counter() - t0:.0f} s; results in {output}")
+    return df
 
 
 def make_config(args) -> dict:
