@@ -1,11 +1,10 @@
 """Classical multi-fidelity peers: what a user with a source model and a few noisy target
 rows has done for twenty years.
 
-- ``gp-ar1``: the Kennedy–O'Hagan (2000) autoregressive model ``y = ρ f(x) + c + δ(x)``, with
-  the pretrained base as ``f``, ``ρ, c`` by least squares on the target rows and ``δ``
-  a GP with one length scale per input.
-- ``gp-nargp``: the non-linear autoregressive GP (Perdikaris et al. 2017), one GP on
-  ``[x, f(x)]`` with one length scale per input and one for ``f(x)``.
+- ``gp-ar1``, ``gp-nargp``, ``gp-auto``: :class:`qlsk.MultiFidelityGPRegressor` with
+  ``kind="ar1"`` (the Kennedy–O'Hagan autoregressive model ``y = ρ f(x) + c + δ(x)``),
+  ``"nargp"`` (Perdikaris et al.'s GP on ``[x, f(x)]``) or ``"auto"`` (both, weighted),
+  on the task's input box.
 - ``mfk``: SMT's recursive multi-fidelity kriging on the raw source rows (low
   fidelity, at most ``MFK_MAX_SOURCE`` of them) and the target rows (``qlsk[mf]``).
 
@@ -25,9 +24,11 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from qlsk import MultiFidelityGPRegressor
 from qlsk.estimators.discrepancy import ard_kernel
+from qlsk.estimators.multifidelity import KINDS
 
-PEERS = ("gp-ar1", "gp-nargp", "mfk")
+PEERS = ("gp-ar1", "gp-nargp", "gp-auto", "mfk")
 # MFK's cost grows with the cube of all its rows; the source is subsampled to this many.
 # 500 source and 50 target rows of borehole (8 inputs) take 13 s on one core.
 MFK_MAX_SOURCE = 500
@@ -73,106 +74,6 @@ class _BoxGP(RegressorMixin, BaseEstimator):
 
     def _box(self, X):
         return (X - self.lo_) / self.span_
-
-
-class _BaseGP(_BoxGP):
-    """A GP peer that reads the fitted ``base`` network's predictions."""
-
-    def __init__(self, base, bounds=None, random_state=None):
-        self.base = base
-        self.bounds = bounds
-        self.random_state = random_state
-
-
-class AR1GPRegressor(_BaseGP):
-    """``ŷ = ρ f(x) + c + δ(x)``: a calibrated base plus a GP discrepancy.
-
-    Parameters
-    ----------
-    base : fitted regressor
-        The pretrained source model ``f`` (anything with ``predict``).
-    bounds : array-like of shape (n_features, 2) or None, default=None
-        The input box; ``None``: the range of the training rows.
-    random_state : int or None, default=None
-        Seeds the GP optimiser's restarts.
-
-    Attributes
-    ----------
-    rho_, c_ : float
-        Least-squares scale and shift of ``f`` on the training rows.
-    gp_ : GaussianProcessRegressor
-        The discrepancy ``δ``, fitted on ``y − ρ f(x) − c`` over box-scaled inputs.
-    n_trainable_params_ : int
-        ``ρ``, ``c`` and the kernel's hyperparameters.
-    """
-
-    def fit(self, X, y):
-        X, y = validate_data(self, X, y, y_numeric=True)
-        self._fit_box(X)
-        f = np.asarray(self.base.predict(X), dtype=float)
-        (self.rho_, self.c_), *_ = np.linalg.lstsq(np.column_stack([f, np.ones_like(f)]), y)
-        self.gp_ = ard_gp(X.shape[1], self.random_state).fit(
-            self._box(X), y - self.rho_ * f - self.c_)
-        self.n_trainable_params_ = 2 + len(self.gp_.kernel_.theta)
-        return self
-
-    def predict(self, X, return_std=False):
-        """The prediction; with ``return_std``, also the GP's predictive standard
-        deviation of a new observation (its white noise included)."""
-        check_is_fitted(self, "gp_")
-        X = validate_data(self, X, reset=False)
-        f = np.asarray(self.base.predict(X), dtype=float)
-        delta = self.gp_.predict(self._box(X), return_std=return_std)
-        if return_std:
-            return self.rho_ * f + self.c_ + delta[0], delta[1]
-        return self.rho_ * f + self.c_ + delta
-
-
-class NARGPRegressor(_BaseGP):
-    """``ŷ = g(x, f(x))``: one GP on the inputs augmented with the base's prediction.
-
-    ``f(x)`` is standardised by its mean and standard deviation on the training rows
-    and gets its own length scale, so the GP can learn a non-linear,
-    input-dependent relation between the base and the target.
-
-    Parameters
-    ----------
-    base : fitted regressor
-        The pretrained source model ``f``.
-    bounds : array-like of shape (n_features, 2) or None, default=None
-        The input box; ``None``: the range of the training rows.
-    random_state : int or None, default=None
-        Seeds the GP optimiser's restarts.
-
-    Attributes
-    ----------
-    gp_ : GaussianProcessRegressor
-        Fitted on ``[box(x), (f(x) − f_mean_) / f_scale_]``.
-    f_mean_, f_scale_ : float
-        Standardisation of ``f`` on the training rows.
-    n_trainable_params_ : int
-        The kernel's hyperparameters.
-    """
-
-    def fit(self, X, y):
-        X, y = validate_data(self, X, y, y_numeric=True)
-        self._fit_box(X)
-        f = np.asarray(self.base.predict(X), dtype=float)
-        self.f_mean_ = f.mean()
-        self.f_scale_ = f.std() if f.std() > 0 else 1.0
-        self.gp_ = ard_gp(X.shape[1] + 1, self.random_state).fit(self._augment(X, f), y)
-        self.n_trainable_params_ = len(self.gp_.kernel_.theta)
-        return self
-
-    def _augment(self, X, f):
-        return np.column_stack([self._box(X), (f - self.f_mean_) / self.f_scale_])
-
-    def predict(self, X, return_std=False):
-        """The prediction; with ``return_std``, also its standard deviation (as AR1's)."""
-        check_is_fitted(self, "gp_")
-        X = validate_data(self, X, reset=False)
-        return self.gp_.predict(self._augment(X, np.asarray(self.base.predict(X), float)),
-                                return_std=return_std)
 
 
 class MFKRegressor(_BoxGP):
@@ -248,10 +149,9 @@ class MFKRegressor(_BoxGP):
 
 def make_peer(method: str, base, task, seed: int):
     """The peer ``method`` for a task's data (a ``load_task`` Bunch) and pretrained base."""
-    if method == "gp-ar1":
-        return AR1GPRegressor(base, bounds=task.bounds, random_state=seed)
-    if method == "gp-nargp":
-        return NARGPRegressor(base, bounds=task.bounds, random_state=seed)
+    if method.startswith("gp-") and method[3:] in (*KINDS, "auto"):
+        return MultiFidelityGPRegressor(base, kind=method[3:], bounds=task.bounds,
+                                        random_state=seed)
     if method == "mfk":
         return MFKRegressor(task.X_source, task.y_source, bounds=task.bounds,
                             random_state=seed)

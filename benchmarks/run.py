@@ -39,7 +39,7 @@ MULTIFIDELITY = {
               "welch-ben-ari-to-welch", "moon-hd-to-c3"],
     "sizes": [100, 500, 1000, 2000], "seeds": [0, 1], "n_source": 2000, "n_test": 2000,
     "base_epochs": 60, "max_epochs": 150,
-    "methods": ["lora", "ql", "lora-cal", "ql-cal", "gp", "gp-ar1", "gp-nargp"],
+    "methods": ["lora", "ql", "lora-cal", "ql-cal", "gp", "gp-ar1", "gp-nargp", "gp-auto"],
 }
 DEFAULTS = {
     "methods": None,  # every method; PEFT's only where the package is installed

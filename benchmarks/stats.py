@@ -74,3 +74,12 @@ def interval_scores(y, mean, std, level: float = 0.9) -> dict:
             "width": float(np.mean(2 * half)),
             "nll": float(np.mean(0.5 * np.log(2 * np.pi * std ** 2) + 0.5 * z ** 2)),
             "crps": float(np.mean(crps))}
+
+
+def scaled_interval_scores(y, mean, std, scale: float, level: float = 0.9) -> dict:
+    """:func:`interval_scores` as if ``y``, ``mean`` and ``std`` were divided by ``scale``
+    (e.g. sd(target), so that tasks can be averaged): width and CRPS divided by it, the
+    NLL lowered by ``log(scale)``."""
+    scores = interval_scores(y, mean, std, level)
+    return {**scores, "width": scores["width"] / scale, "crps": scores["crps"] / scale,
+            "nll": scores["nll"] - float(np.log(scale))}

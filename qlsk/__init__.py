@@ -7,9 +7,11 @@ from .estimators import (
     GradientDiagnostics,
     LoraRegressor,
     MLPRegressor,
+    MultiFidelityGPRegressor,
     QueryableLoraRegressor,
     SharedMemoryRegressor,
     TrainingDivergedError,
+    TransferRegressor,
     load,
     save,
 )
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FewShotRegressor", "FineTuneRegressor", "GPDiscrepancyRegressor", "GradientDiagnostics",
-    "LoraRegressor", "MLPRegressor", "QueryableLoraRegressor", "SharedMemoryRegressor",
-    "TrainingDivergedError", "__version__", "load", "save"
+    "LoraRegressor", "MLPRegressor", "MultiFidelityGPRegressor",
+    "QueryableLoraRegressor", "SharedMemoryRegressor",
+    "TrainingDivergedError", "TransferRegressor", "__version__", "load", "save"
 ]

@@ -3,6 +3,7 @@
 from ._net import MLP, TrainingDivergedError
 from .callbacks import GradientDiagnostics
 from .discrepancy import GPDiscrepancyRegressor
+from .multifidelity import MultiFidelityGPRegressor
 from .multitask import FewShotRegressor, SharedMemoryRegressor
 from .persistence import load, save
 from .regressors import (
@@ -11,9 +12,11 @@ from .regressors import (
     MLPRegressor,
     QueryableLoraRegressor,
 )
+from .transfer import TransferRegressor
 
 __all__ = [
     "MLP", "FewShotRegressor", "FineTuneRegressor", "GPDiscrepancyRegressor",
-    "GradientDiagnostics", "LoraRegressor", "MLPRegressor", "QueryableLoraRegressor",
-    "SharedMemoryRegressor", "TrainingDivergedError", "load", "save"
+    "GradientDiagnostics", "LoraRegressor", "MLPRegressor", "MultiFidelityGPRegressor",
+    "QueryableLoraRegressor",
+    "SharedMemoryRegressor", "TrainingDivergedError", "TransferRegressor", "load", "save"
 ]

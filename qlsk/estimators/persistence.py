@@ -46,8 +46,59 @@ def _check_storable(estimator) -> None:
         memory = " (its atom memory alone: save_memory)" if hasattr(
             estimator, "save_memory") else ""
         raise TypeError(f"save() stores the single-task networks ({', '.join(_storable())})"
-                        f"; keep a {name} with pickle{memory}")
+                        f" and {_GP}; keep a {name} with pickle{memory}")
     check_is_fitted(estimator, "net_")
+
+
+_GP = "MultiFidelityGPRegressor"
+
+
+def _is_gp(estimator) -> bool:
+    from .multifidelity import MultiFidelityGPRegressor
+
+    return type(estimator) is MultiFidelityGPRegressor
+
+
+def _dump_gp(estimator) -> tuple[dict, dict]:
+    """A fitted MultiFidelityGPRegressor's metadata and tensors: its GPs as fitted
+    hyperparameters and conditioning rows, and its base as an adapter's is kept."""
+    from .multifidelity import dump_fitted
+
+    fitted, gp_tensors = dump_fitted(estimator)
+    meta = {"class": _GP, "params": _json_params(estimator), "gp": fitted,
+            "n_features_in_": int(estimator.n_features_in_),
+            "feature_names_in_": (estimator.feature_names_in_.tolist()
+                                  if hasattr(estimator, "feature_names_in_") else None)}
+    meta["base"], tensors = _dump_base(estimator.base, "base/")
+    tensors.update({"gp/" + k: v.contiguous() for k, v in gp_tensors.items()})
+    return meta, tensors
+
+
+def _restore_gp(meta: dict, tensors: dict, device: str):
+    from .multifidelity import MultiFidelityGPRegressor, restore_fitted
+
+    missing = [k for k in ("params", "gp", "n_features_in_", "feature_names_in_")
+               if k not in meta]
+    if missing:
+        raise ValueError(f"the metadata lacks {missing}")
+    params = _checked_params(MultiFidelityGPRegressor, meta["params"])
+    if meta.get("base") is not None:
+        params["base"] = _restore_base(meta["base"], tensors, "base/", device)
+    estimator = MultiFidelityGPRegressor(**params)
+    try:
+        estimator._validate_params()
+        restore_fitted(estimator, meta["gp"], {k[3:]: v for k, v in tensors.items()
+                                               if k.startswith("gp/")})
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"the saved GP is incomplete or inconsistent: {exc!r}") from None
+    except ValueError as exc:  # scikit-learn's InvalidParameterError among them
+        raise ValueError(f"invalid saved GP: {exc}") from None
+    estimator.n_features_in_ = meta["n_features_in_"]
+    if meta["feature_names_in_"] is not None:
+        estimator.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+    base = estimator.base
+    estimator.base_ = load(base, device) if isinstance(base, str) else base
+    return estimator
 
 
 # What to do about a parameter that JSON cannot hold, by name (None: any other).
@@ -176,16 +227,21 @@ def save(estimator, path, overwrite: bool = False) -> None:
     TypeError
         If the estimator is not one of the four single-task networks
         (:class:`~qlsk.MLPRegressor`, :class:`~qlsk.FineTuneRegressor`,
-        :class:`~qlsk.LoraRegressor`, :class:`~qlsk.QueryableLoraRegressor`), or its
+        :class:`~qlsk.LoraRegressor`, :class:`~qlsk.QueryableLoraRegressor`) or a
+        :class:`~qlsk.MultiFidelityGPRegressor` (kept as its fitted hyperparameters
+        and the rows its GPs condition on), or its
         network, base or a parameter cannot be stored without pickle.
     """
     from safetensors.torch import save_file
 
-    _check_storable(estimator)
+    if _is_gp(estimator):
+        check_is_fitted(estimator, "fits_")
+    else:
+        _check_storable(estimator)
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    meta, tensors = _dump(estimator)
+    meta, tensors = _dump_gp(estimator) if _is_gp(estimator) else _dump(estimator)
     meta["format"] = FORMAT
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):  # else mkstemp names its temporary file, not path
@@ -247,6 +303,8 @@ def load(path, device: str = "cpu"):
     if format_ != FORMAT:
         raise ValueError(f"{path} has format {format_!r}, expected {FORMAT!r}")
     try:
+        if meta.get("class") == _GP:
+            return _restore_gp(meta, state, device)
         return _restore(meta, state, "", device)
     except ValueError as exc:
         raise ValueError(f"cannot load {path}: {exc}") from None
@@ -262,7 +320,8 @@ def _checked_class(meta) -> type:
     classes = _storable()
     name = meta["class"]
     if not isinstance(name, str) or name not in classes:
-        raise ValueError(f"class {name!r} is not one that load() builds ({', '.join(classes)})")
+        raise ValueError(f"class {name!r} is not one that load() builds "
+                         f"({', '.join([*classes, _GP])})")
     cls = classes[name]
     adapter = meta["adapter"]
     method = adapter.get("method") if isinstance(adapter, dict) else adapter

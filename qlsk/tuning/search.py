@@ -26,6 +26,7 @@ from ..estimators import (
     FineTuneRegressor,
     LoraRegressor,
     MLPRegressor,
+    MultiFidelityGPRegressor,
     QueryableLoraRegressor,
 )
 
@@ -49,11 +50,13 @@ class NoCompletedTrialError(RuntimeError):
 def default_search_space(estimator) -> dict[str, BaseDistribution]:
     """The search space :func:`tune` uses when none is given.
 
-    ``QueryableLoraRegressor``: ``rank``, ``n_atoms``, ``top_k``, ``lr`` and, when a
-    ``task_description`` is set, ``prior_strength``. ``LoraRegressor``: ``rank`` and
-    ``lr``. ``FineTuneRegressor`` and ``MLPRegressor``: ``lr`` and ``weight_decay``
-    (``FineTuneRegressor`` under its default ``regularization="evidence"``: ``lr``
-    alone, since the evidence chooses the penalty's strength).
+    ``MultiFidelityGPRegressor``: ``kind`` (its kernels' hyperparameters are fitted by
+    marginal likelihood in every fit). ``QueryableLoraRegressor``: ``rank``,
+    ``n_atoms``, ``top_k``, ``lr`` and, when a ``task_description`` is set,
+    ``prior_strength``. ``LoraRegressor``: ``rank`` and ``lr``. ``FineTuneRegressor``
+    and ``MLPRegressor``: ``lr`` and ``weight_decay`` (``FineTuneRegressor`` under its
+    default ``regularization="evidence"``: ``lr`` alone, since the evidence chooses
+    the penalty's strength).
 
     ``top_k`` (1 to 4) and ``n_atoms`` (4 to 32) are drawn independently, and
     ``n_atoms`` starts at the largest ``top_k``, so every combination is valid and
@@ -61,6 +64,8 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
     ``1..n_atoms`` instead would give one parameter name a different range from trial
     to trial, which Optuna's samplers do not model.
     """
+    if isinstance(estimator, MultiFidelityGPRegressor):
+        return {"kind": CategoricalDistribution(("ar1", "nargp", "auto"))}
     if isinstance(estimator, QueryableLoraRegressor):
         space = {"rank": IntDistribution(2, 16, log=True),
                  "n_atoms": IntDistribution(TOP_K.high, 32, log=True),
@@ -358,6 +363,10 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
             raise ValueError(f"pruner must be an Optuna pruner, 'median' or None, got "
                              f"{pruner!r}")
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    if pruner is not None and "early_stopping" not in estimator.get_params():
+        raise ValueError(f"a pruner reads per-epoch validation losses, which a "
+                         f"{type(estimator).__name__} does not train with; tune it without "
+                         "a pruner")
     if pruner is not None and getattr(estimator, "regularization", "fixed") != "fixed":
         raise ValueError("a pruner reads per-epoch validation losses, which only "
                          "regularization='fixed' produces; set it on the estimator or tune "

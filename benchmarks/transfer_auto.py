@@ -1,0 +1,141 @@
+"""``python -m benchmarks.transfer_auto``: ``TransferRegressor`` (method "auto") against
+every fixed method and the per-cell best.
+
+Per cell (task, seed, n), on one base: ``TransferRegressor(strategy="select")`` at its
+defaults (5-fold cross-validation over the multi-fidelity GP, fine-tuning and LoRA);
+the same three candidates fitted alone on all rows (what ``TransferRegressor`` refits,
+seed for seed); the stacked combination, from the same out-of-fold predictions and
+those fits (what ``strategy="stack"`` predicts); and the other fixed methods: the GP's
+two kinds alone, Queryable LoRA and SMT's MFK. ``--development`` runs the 6 tasks and
+seeds 20–21 where the strategy is chosen; the plain run judges it on the other 13 tasks
+at seeds 0–1.
+
+Writes ``cells.jsonl`` (resumable), ``config.json``, ``results.csv`` and
+``transfer_auto.md`` to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
+
+from qlsk import QueryableLoraRegressor, TransferRegressor
+from qlsk.estimators.transfer import default_candidates, stack_weights
+
+from .cells import _seed, rmse_sd, sizes_on_one_base
+from .defaults import COMMON
+from .peers import make_peer, smt_available
+from .regularization import DEVELOPMENT_SEEDS, DEVELOPMENT_TASKS
+from .run import add_grid_arguments, grid_config, resolve_tasks, serial_study
+from .stats import paired_summary
+
+FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1], "n_source": 2000,
+        "n_test": 2000}
+QUICK = {"tasks": ["park91a-lf-to-hf"], "sizes": [50], "seeds": [0], "n_source": 1000,
+         "n_test": 1000}
+FIXED = ("gp", "finetune", "lora", "gp-ar1", "gp-nargp", "ql", "mfk")
+
+
+def _timed(model, task):
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(task.X_train, task.y_train)
+    return time.perf_counter() - t0, len(caught)
+
+
+def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
+    """Every arm at every size of one task and seed, on one base."""
+    torch.set_num_threads(1)
+    rows = []
+    with threadpool_limits(1):
+        for n_train, task, base in sizes_on_one_base(config, task_name, seed):
+            s = _seed(task_name, seed, n_train)
+            key = {"task": task_name, "seed": seed, "n_train": n_train}
+            auto = TransferRegressor(base=base, random_state=s)
+            auto_time, _ = _timed(auto, task)
+            rows.append({**key, "arm": "auto-select", "chosen": auto.chosen_,
+                         "fit_time_s": auto_time,
+                         "rmse_sd": rmse_sd(task.y_test, auto.predict(task.X_test)),
+                         **{f"cv_rmse_{k}": v["rmse"] for k, v in auto.cv_results_.items()}})
+            preds = {}
+            arms = {name: model.set_params(base=base, random_state=s)
+                    for name, model in default_candidates().items()}
+            arms["gp-ar1"] = make_peer("gp-ar1", base, task, s)
+            arms["gp-nargp"] = make_peer("gp-nargp", base, task, s)
+            arms["ql"] = QueryableLoraRegressor(base=base, random_state=s,
+                                                task_description=task.description)
+            if config["mfk"]:
+                arms["mfk"] = make_peer("mfk", base, task, s)
+            for name, model in arms.items():
+                fit_time, caught = _timed(model, task)
+                preds[name] = np.ravel(model.predict(task.X_test))
+                rows.append({**key, "arm": name, "fit_time_s": fit_time,
+                             "warnings": caught, "rmse_sd": rmse_sd(task.y_test, preds[name])})
+            names = list(auto.oof_predictions_)
+            w = stack_weights([auto.oof_predictions_[n] for n in names], task.y_train)
+            stacked = sum(wi * preds[n] for wi, n in zip(w, names))
+            rows.append({**key, "arm": "auto-stack", "fit_time_s": auto_time,
+                         "rmse_sd": rmse_sd(task.y_test, stacked),
+                         **{f"weight_{n}": float(wi) for n, wi in zip(names, w)}})
+    return rows
+
+
+def _line(label: str, n, s: dict) -> str:
+    return (f"| {label} | {n} | {s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | "
+            f"{s['p']:.2g} | {s['better']:.0%} of {s['pairs']} |")
+
+
+def table(df: pd.DataFrame) -> str:
+    """Each strategy against every fixed method and the per-cell best of all of them."""
+    wide = df.pivot_table(index=["task", "seed", "n_train"], columns="arm", values="rmse_sd")
+    fixed = [a for a in FIXED if a in wide]
+    out = [f"{df.task.nunique()} tasks; RMSE ratios (geometric mean, bootstrap 95% CI, "
+           "Wilcoxon p); below 1: the first is better.", "",
+           "| comparison | n | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
+    for arm in ("auto-select", "auto-stack"):
+        for other in [*fixed, "best"]:
+            for n in sorted(df.n_train.unique()):
+                part = wide.xs(n, level="n_train")
+                ref = part[fixed].min(axis=1) if other == "best" else part[other]
+                named = "per-cell best of every fixed method" if other == "best" else other
+                out.append(_line(f"{arm} / {named}", n, paired_summary(part[arm] / ref)))
+    chosen = df[df.arm == "auto-select"].groupby("n_train").chosen.value_counts().unstack()
+    out += ["", "What `auto-select` chose (cells):", "", chosen.fillna(0).astype(int)
+            .to_markdown(), "", "Median fit time (s):", "",
+            df.groupby(["arm", "n_train"]).fit_time_s.median().unstack().round(2)
+            .to_markdown(), ""]
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer_auto",
+                                     description=__doc__.splitlines()[0])
+    add_grid_arguments(parser, "1 task, n = 50, 1 seed")
+    parser.add_argument("--development", action="store_true",
+                        help="the 6 development tasks at seeds 20-21, where the strategy is "
+                             "chosen (default: the other tasks)")
+    parser.add_argument("--no-mfk", dest="mfk", action="store_false",
+                        help="leave SMT's MFK out")
+    args = parser.parse_args(argv)
+    config = grid_config(args, COMMON, QUICK, FULL)
+    config["mfk"] = bool(args.mfk and smt_available())
+    if args.development:
+        config["tasks"], config["seeds"] = list(DEVELOPMENT_TASKS), list(DEVELOPMENT_SEEDS)
+    elif args.tasks is None and not args.quick:
+        config["tasks"] = [t for t in resolve_tasks({**config, "tasks": None})["tasks"]
+                           if t not in DEVELOPMENT_TASKS]
+    name = "transfer_auto-dev" if args.development else "transfer_auto"
+    serial_study(run_cell, config, args, name, lambda df: [
+        "# TransferRegressor (method 'auto') against every fixed method", "",
+        f"Sizes {config['sizes']}, seeds {config['seeds']}.", "", table(df)])
+
+
+if __name__ == "__main__":
+    main()
