@@ -29,14 +29,17 @@ from qlsk import (
     LoraRegressor,
     MLPRegressor,
     QueryableLoraRegressor,
+    TransferRegressor,
 )
+from qlsk.estimators.transfer import default_candidates
 from qlsk.simlib import list_tasks, load_task
 from qlsk.tuning import tune
 
 from .peers import PEERS, ard_gp, make_peer, smt_available
 
 METHODS = ("base", "target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading",
-           "lora-cal", "ql-cal", "lora-gphead", "gp", *PEERS, "peft-lora", "peft-vblora")
+           "lora-cal", "ql-cal", "lora-gphead", "gp", *PEERS, "auto", "peft-lora",
+           "peft-vblora")
 NEURAL = ("target-only", "finetune", "lora", "ql", "ql-prior", "ql-misleading", "lora-cal",
           "ql-cal", "peft-lora", "peft-vblora")
 
@@ -81,6 +84,13 @@ def _models(config, task_name, description, base, seed, n_features):
     models["lora-cal"] = clone(models["lora"]).set_params(output_calibration=True)
     models["ql-cal"] = clone(models["ql"]).set_params(output_calibration=True)
     models["lora-gphead"] = GPDiscrepancyRegressor(clone(models["lora"]), random_state=seed)
+    # method "auto": chooses among the GP, fine-tuning and LoRA at their package
+    # defaults, the adapters in the configured regime
+    candidates = default_candidates()
+    for name in ("finetune", "lora"):
+        candidates[name].set_params(regularization=config["regularization"],
+                                    max_steps=config["max_steps"], lr=config["adapter_lr"])
+    models["auto"] = TransferRegressor(base=base, candidates=candidates, random_state=seed)
     if "peft-lora" in config["methods"] or "peft-vblora" in config["methods"]:
         from .peft_methods import PeftRegressor
 
@@ -233,6 +243,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
                                    else 0 if method == "base" else model.n_trainable_params_),
             "rank": getattr(model, "rank", None),
             "gp_head_kept": getattr(model, "discrepancy_kept_", None),
+            "chosen": getattr(model, "chosen_", None),
             "convergence_warnings": convergence.count,
             "cholesky_failures": getattr(model, "n_cholesky_failures_", 0),
             "train_curve": [r["train_loss"] for r in history] if method != "base" else [],

@@ -29,9 +29,9 @@ from qlsk.estimators.multifidelity import KINDS, RULES, combine
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer, smt_available
-from .regularization import DEVELOPMENT_SEEDS, DEVELOPMENT_TASKS
-from .run import add_grid_arguments, grid_config, resolve_tasks, serial_study
-from .stats import paired_summary, scaled_interval_scores
+from .regularization import add_split_argument, development_split
+from .run import add_grid_arguments, grid_config, serial_study
+from .stats import paired_summary, ratio_line, scaled_interval_scores
 
 FULL = {"tasks": None, "sizes": [50, 100, 200], "seeds": [0, 1, 2], "n_source": 2000,
         "n_test": 2000}
@@ -93,11 +93,6 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     return rows
 
 
-def _line(label: str, n, s: dict) -> str:
-    return (f"| {label} | {n} | {s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | "
-            f"{s['p']:.2g} | {s['better']:.0%} of {s['pairs']} |")
-
-
 def table(df: pd.DataFrame) -> str:
     """Each auto rule against each fixed kind, MFK and the per-cell best; intervals."""
     wide = df.pivot_table(index=["task", "seed", "n_train"], columns="arm", values="rmse_sd")
@@ -113,7 +108,7 @@ def table(df: pd.DataFrame) -> str:
                 ref = part[fixed].min(axis=1) if other == "best" else part[other]
                 named = f"per-cell best of {', '.join(fixed)}" if other == "best" else other
                 label = f"{arm} / {named}"
-                out.append(_line(label, n, paired_summary(part[arm] / ref)))
+                out.append(ratio_line(label, n, paired_summary(part[arm] / ref)))
     out += ["", "Mean weight of AR1 under each rule:", "",
             df.dropna(subset=["weight_ar1"]).groupby(["arm", "n_train"]).weight_ar1.mean()
             .unstack().round(2).to_markdown(), ""]
@@ -133,19 +128,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gp_kinds",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
-    parser.add_argument("--development", action="store_true",
-                        help="the 6 development tasks at seeds 20-21, where the rule is "
-                             "chosen (default: the other tasks)")
+    add_split_argument(parser)
     parser.add_argument("--no-mfk", dest="mfk", action="store_false",
                         help="leave SMT's MFK out (it is the slowest arm)")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
     config["mfk"] = bool(args.mfk and smt_available())
-    if args.development:
-        config["tasks"], config["seeds"] = list(DEVELOPMENT_TASKS), list(DEVELOPMENT_SEEDS)
-    elif args.tasks is None and not args.quick:
-        config["tasks"] = [t for t in resolve_tasks({**config, "tasks": None})["tasks"]
-                           if t not in DEVELOPMENT_TASKS]
+    development_split(args, config)
     name = "gp_kinds-dev" if args.development else "gp_kinds"
     serial_study(run_cell, config, args, name, lambda df: [
         "# How MultiFidelityGPRegressor(kind='auto') weighs AR1 and NARGP", "",

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from qlsk import MultiFidelityGPRegressor
 from qlsk.estimators.discrepancy import ard_kernel
-from qlsk.estimators.multifidelity import KINDS
+from qlsk.estimators.multifidelity import KINDS, unit_box
 
 PEERS = ("gp-ar1", "gp-nargp", "gp-auto", "mfk")
 # MFK's cost grows with the cube of all its rows; the source is subsampled to this many.
@@ -64,13 +64,7 @@ class _BoxGP(RegressorMixin, BaseEstimator):
     """Inputs scaled to the unit box: by ``bounds`` when given, else by the rows of fit."""
 
     def _fit_box(self, X):
-        bounds = (np.column_stack([X.min(0), X.max(0)]) if self.bounds is None
-                  else np.asarray(self.bounds, dtype=float))
-        if bounds.shape != (X.shape[1], 2):
-            raise ValueError(f"bounds must have shape ({X.shape[1]}, 2), got {bounds.shape}")
-        self.lo_ = bounds[:, 0]
-        span = bounds[:, 1] - bounds[:, 0]
-        self.span_ = np.where(span > 0, span, 1.0)
+        self.lo_, self.span_ = unit_box(X, self.bounds)
 
     def _box(self, X):
         return (X - self.lo_) / self.span_

@@ -30,8 +30,8 @@ from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer
-from .run import add_grid_arguments, grid_config, serial_study
-from .stats import paired_summary, scaled_interval_scores
+from .run import add_grid_arguments, grid_config, resolve_tasks, serial_study
+from .stats import paired_summary, ratio_line, scaled_interval_scores
 
 # The tasks and seeds the evidence defaults were chosen on (kept out of "unseen").
 DEVELOPMENT_TASKS = ("currin-lf-to-hf", "forrester-lf-to-hf", "ishigami-b-halved",
@@ -91,9 +91,22 @@ def _pairs(wide: pd.DataFrame, first: str, second) -> dict:
     return paired_summary(wide[first] / other)
 
 
-def _line(label: str, s: dict) -> str:
-    return (f"| {label} | {s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | {s['p']:.2g} "
-            f"| {s['better']:.0%} of {s['pairs']} |")
+def add_split_argument(parser) -> None:
+    """``--development``: the studies that choose a default run its tasks and seeds."""
+    parser.add_argument("--development", action="store_true",
+                        help=f"the {len(DEVELOPMENT_TASKS)} development tasks at seeds "
+                             f"{DEVELOPMENT_SEEDS}, where defaults are chosen (default, "
+                             "without --tasks or --quick: every other task)")
+
+
+def development_split(args, config: dict) -> None:
+    """Put the development tasks and seeds in ``config`` (``--development``), or, for a
+    plain full run, every task but those."""
+    if args.development:
+        config["tasks"], config["seeds"] = list(DEVELOPMENT_TASKS), list(DEVELOPMENT_SEEDS)
+    elif args.tasks is None and not args.quick:
+        config["tasks"] = [t for t in resolve_tasks({**config, "tasks": None})["tasks"]
+                           if t not in DEVELOPMENT_TASKS]
 
 
 def table(df: pd.DataFrame) -> str:
@@ -115,7 +128,7 @@ def table(df: pd.DataFrame) -> str:
             for n in sorted(subset.n_train.unique()):
                 part = wide.xs(n, level="n_train")
                 s = _pairs(part, first, second)
-                out.append(_line(text, s).replace(f"| {text} |", f"| {text} | {n} |", 1))
+                out.append(ratio_line(text, n, s))
         out.append("")
     fit = df.pivot_table(index=["task", "seed", "n_train"], columns="arm", values="fit_time_s")
     out += ["#### Fit time", "", "| comparison | n | ratio (95% CI) | p | faster in |",
@@ -124,8 +137,7 @@ def table(df: pd.DataFrame) -> str:
         for n in sorted(df.n_train.unique()):
             s = paired_summary(fit.xs(n, level="n_train")[a]
                                / fit.xs(n, level="n_train")[f"{a}-fixed"])
-            out.append(_line(f"{a} / {a}-fixed", s).replace(f"| {a} / {a}-fixed |",
-                                                            f"| {a} / {a}-fixed | {n} |", 1))
+            out.append(ratio_line(f"{a} / {a}-fixed", n, s))
     medians = df.groupby(["arm", "n_train"]).fit_time_s.median().unstack()
     out += ["", "Median fit time (s):", "", medians.round(2).to_markdown(), ""]
     scored = df.dropna(subset=["coverage"])

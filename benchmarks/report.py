@@ -16,6 +16,8 @@ LABELS = {
     "ql-misleading": "QL + wrong description", "gp": "GP (target only)",
     "peft-lora": "PEFT LoRA (param-matched)", "peft-vblora": "PEFT VB-LoRA",
     "gp-ar1": "GP AR1 (ρ·base + c + GP)", "gp-nargp": "NARGP (GP on [x, base(x)])",
+    "gp-auto": "MF GP, auto (AR1 + NARGP stacked)",
+    "auto": "auto (TransferRegressor, by CV)",
     "mfk": "SMT MFK (source as low fidelity)", "lora-cal": "LoRA + output calibration",
     "ql-cal": "QL + output calibration", "lora-gphead": "LoRA + GP discrepancy head",
 }

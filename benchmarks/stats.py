@@ -83,3 +83,10 @@ def scaled_interval_scores(y, mean, std, scale: float, level: float = 0.9) -> di
     scores = interval_scores(y, mean, std, level)
     return {**scores, "width": scores["width"] / scale, "crps": scores["crps"] / scale,
             "nll": scores["nll"] - float(np.log(scale))}
+
+
+def ratio_line(label: str, n, s: dict) -> str:
+    """A markdown row ``| label | n | ratio (CI) | p | better in |`` of a
+    :func:`paired_summary`."""
+    return (f"| {label} | {n} | {s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | "
+            f"{s['p']:.2g} | {s['better']:.0%} of {s['pairs']} |")

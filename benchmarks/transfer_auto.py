@@ -1,12 +1,12 @@
 """``python -m benchmarks.transfer_auto``: ``TransferRegressor`` (method "auto") against
 every fixed method and the per-cell best.
 
-Per cell (task, seed, n), on one base: ``TransferRegressor(strategy="select")`` at its
-defaults (5-fold cross-validation over the multi-fidelity GP, fine-tuning and LoRA);
-the same three candidates fitted alone on all rows (what ``TransferRegressor`` refits,
-seed for seed); the stacked combination, from the same out-of-fold predictions and
-those fits (what ``strategy="stack"`` predicts); and the other fixed methods: the GP's
-two kinds alone, Queryable LoRA and SMT's MFK. ``--development`` runs the 6 tasks and
+Per cell (task, seed, n), on one base: ``TransferRegressor`` at its defaults (5-fold
+cross-validation over the multi-fidelity GP, fine-tuning and LoRA, stacked); the same
+three candidates fitted alone on all rows (what it refits, seed for seed); the
+candidate of smallest cross-validated error among those fits (what
+``strategy="select"`` predicts, from the same folds); and the other fixed methods: the
+GP's two kinds alone, Queryable LoRA and SMT's MFK. ``--development`` runs the 6 tasks and
 seeds 20–21 where the strategy is chosen; the plain run judges it on the other 13 tasks
 at seeds 0–1.
 
@@ -26,14 +26,14 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from qlsk import QueryableLoraRegressor, TransferRegressor
-from qlsk.estimators.transfer import default_candidates, stack_weights
+from qlsk.estimators.transfer import default_candidates
 
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer, smt_available
-from .regularization import DEVELOPMENT_SEEDS, DEVELOPMENT_TASKS
-from .run import add_grid_arguments, grid_config, resolve_tasks, serial_study
-from .stats import paired_summary
+from .regularization import add_split_argument, development_split
+from .run import add_grid_arguments, grid_config, serial_study
+from .stats import paired_summary, ratio_line
 
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1], "n_source": 2000,
         "n_test": 2000}
@@ -58,11 +58,12 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         for n_train, task, base in sizes_on_one_base(config, task_name, seed):
             s = _seed(task_name, seed, n_train)
             key = {"task": task_name, "seed": seed, "n_train": n_train}
-            auto = TransferRegressor(base=base, random_state=s)
+            auto = TransferRegressor(base=base, random_state=s)  # strategy="stack"
             auto_time, _ = _timed(auto, task)
-            rows.append({**key, "arm": "auto-select", "chosen": auto.chosen_,
+            rows.append({**key, "arm": "auto-stack", "chosen": auto.chosen_,
                          "fit_time_s": auto_time,
                          "rmse_sd": rmse_sd(task.y_test, auto.predict(task.X_test)),
+                         **{f"weight_{k}": v for k, v in auto.weights_.items()},
                          **{f"cv_rmse_{k}": v["rmse"] for k, v in auto.cv_results_.items()}})
             preds = {}
             arms = {name: model.set_params(base=base, random_state=s)
@@ -78,18 +79,12 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                 preds[name] = np.ravel(model.predict(task.X_test))
                 rows.append({**key, "arm": name, "fit_time_s": fit_time,
                              "warnings": caught, "rmse_sd": rmse_sd(task.y_test, preds[name])})
-            names = list(auto.oof_predictions_)
-            w = stack_weights([auto.oof_predictions_[n] for n in names], task.y_train)
-            stacked = sum(wi * preds[n] for wi, n in zip(w, names))
-            rows.append({**key, "arm": "auto-stack", "fit_time_s": auto_time,
-                         "rmse_sd": rmse_sd(task.y_test, stacked),
-                         **{f"weight_{n}": float(wi) for n, wi in zip(names, w)}})
+            # strategy="select" refits the candidate of smallest CV error: the same fit
+            chosen = min(auto.cv_results_, key=lambda k: auto.cv_results_[k]["rmse"])
+            rows.append({**key, "arm": "auto-select", "chosen": chosen,
+                         "fit_time_s": auto_time, "rmse_sd": rmse_sd(task.y_test,
+                                                                     preds[chosen])})
     return rows
-
-
-def _line(label: str, n, s: dict) -> str:
-    return (f"| {label} | {n} | {s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | "
-            f"{s['p']:.2g} | {s['better']:.0%} of {s['pairs']} |")
 
 
 def table(df: pd.DataFrame) -> str:
@@ -105,10 +100,13 @@ def table(df: pd.DataFrame) -> str:
                 part = wide.xs(n, level="n_train")
                 ref = part[fixed].min(axis=1) if other == "best" else part[other]
                 named = "per-cell best of every fixed method" if other == "best" else other
-                out.append(_line(f"{arm} / {named}", n, paired_summary(part[arm] / ref)))
+                out.append(ratio_line(f"{arm} / {named}", n, paired_summary(part[arm] / ref)))
     chosen = df[df.arm == "auto-select"].groupby("n_train").chosen.value_counts().unstack()
+    weights = df[df.arm == "auto-stack"].groupby("n_train")[
+        [c for c in df if c.startswith("weight_")]].mean().round(2)
     out += ["", "What `auto-select` chose (cells):", "", chosen.fillna(0).astype(int)
-            .to_markdown(), "", "Median fit time (s):", "",
+            .to_markdown(), "", "Mean weights of `auto-stack`:", "", weights.to_markdown(),
+            "", "Median fit time (s):", "",
             df.groupby(["arm", "n_train"]).fit_time_s.median().unstack().round(2)
             .to_markdown(), ""]
     return "\n".join(out)
@@ -118,19 +116,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer_auto",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "1 task, n = 50, 1 seed")
-    parser.add_argument("--development", action="store_true",
-                        help="the 6 development tasks at seeds 20-21, where the strategy is "
-                             "chosen (default: the other tasks)")
+    add_split_argument(parser)
     parser.add_argument("--no-mfk", dest="mfk", action="store_false",
                         help="leave SMT's MFK out")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
     config["mfk"] = bool(args.mfk and smt_available())
-    if args.development:
-        config["tasks"], config["seeds"] = list(DEVELOPMENT_TASKS), list(DEVELOPMENT_SEEDS)
-    elif args.tasks is None and not args.quick:
-        config["tasks"] = [t for t in resolve_tasks({**config, "tasks": None})["tasks"]
-                           if t not in DEVELOPMENT_TASKS]
+    development_split(args, config)
     name = "transfer_auto-dev" if args.development else "transfer_auto"
     serial_study(run_cell, config, args, name, lambda df: [
         "# TransferRegressor (method 'auto') against every fixed method", "",

@@ -44,7 +44,7 @@ def quick():
 
 
 @parametrize_with_checks([TransferRegressor(candidates=quick(), cv=2, random_state=0),
-                          TransferRegressor(candidates=quick(), strategy="stack", cv=2,
+                          TransferRegressor(candidates=quick(), strategy="select", cv=2,
                                             random_state=0)])
 def test_sklearn_contract(estimator, check):
     check(estimator)
@@ -52,7 +52,8 @@ def test_sklearn_contract(estimator, check):
 
 def test_select_refits_the_candidate_with_the_smallest_out_of_fold_error():
     X, y = draw(40, 0)
-    auto = TransferRegressor(candidates=quick(), cv=4, random_state=3).fit(X, y)
+    auto = TransferRegressor(candidates=quick(), strategy="select", cv=4,
+                             random_state=3).fit(X, y)
     folds = KFold(4, shuffle=True, random_state=3)
     for name, candidate in quick().items():
         candidate = clone(candidate)
@@ -84,7 +85,8 @@ def test_stack_predicts_the_weighted_sum_of_its_refits():
         if auto.weights_["ridge"] > 0:
             auto.predict(X_TEST, return_std=True)
         else:  # the stack left the ridge out: make it choose only the ridge
-            TransferRegressor(candidates={"ridge": candidates["ridge"]}, cv=2).fit(
+            TransferRegressor(candidates={"ridge": candidates["ridge"]}, cv=2,
+                              strategy="select").fit(
                 X, y).predict(X_TEST, return_std=True)
 
 
@@ -136,6 +138,7 @@ def test_grid_search_over_the_strategy():
     search = GridSearchCV(TransferRegressor(candidates=quick(), cv=3, random_state=0),
                           {"strategy": ["select", "stack"]}, cv=2).fit(X, y)
     assert search.best_estimator_.chosen_ == "gp"
+    assert search.best_estimator_.weights_["gp"] > 0.8
 
 
 def test_bad_input_is_named():

@@ -256,7 +256,7 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
             warnings.warn("the base's predictions are the same on every training row, so "
                           "it tells the GP nothing: both kinds model the target alone",
                           UserWarning, stacklevel=2)
-        self._fit_box(X)
+        self.lo_, self.span_ = unit_box(X, self.bounds)
         self.f_mean_ = float(f.mean())
         self.f_scale_ = float(f.std()) if f.std() > 0 else 1.0
         # one seed for every kind's restarts, so that "auto" holds exactly the GPs the
@@ -293,15 +293,6 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         std = gp._y_train_std  # sklearn's LML is of the normalised targets
         lml = float(gp.log_marginal_likelihood_value_ - len(y) * np.log(std))
         return KindFit(gp, float(rho), float(c), loo_mean + offset, loo_std, lml)
-
-    def _fit_box(self, X):
-        bounds = (np.column_stack([X.min(0), X.max(0)]) if self.bounds is None
-                  else np.asarray(self.bounds, dtype=float))
-        if bounds.shape != (X.shape[1], 2):
-            raise ValueError(f"bounds must have shape ({X.shape[1]}, 2), got {bounds.shape}")
-        self.lo_ = bounds[:, 0]
-        span = bounds[:, 1] - bounds[:, 0]
-        self.span_ = np.where(span > 0, span, 1.0)
 
     def _inputs(self, kind, X, f):
         box = (X - self.lo_) / self.span_
@@ -353,6 +344,18 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
             return fit.gp.predict(self._inputs(kind, X, f)) + offset
         mean, std = fit.gp.predict(self._inputs(kind, X, f), return_std=True)
         return mean + offset, std
+
+
+def unit_box(X, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """The corner and the side lengths of the box ``(X − lo) / span`` maps to the unit
+    cube: ``bounds`` (shape (n_features, 2)) or, when ``None``, the range of ``X``'s
+    rows; a side of length 0 counts as 1."""
+    bounds = (np.column_stack([X.min(0), X.max(0)]) if bounds is None
+              else np.asarray(bounds, dtype=float))
+    if bounds.shape != (X.shape[1], 2):
+        raise ValueError(f"bounds must have shape ({X.shape[1]}, 2), got {bounds.shape}")
+    span = bounds[:, 1] - bounds[:, 0]
+    return bounds[:, 0], np.where(span > 0, span, 1.0)
 
 
 def _loaded(base):
