@@ -1,6 +1,6 @@
 """The ``qlsk`` command line.
 
-``qlsk tune --task NAME --method queryable|lora|finetune --n-trials N --storage PATH_OR_URL
+``qlsk tune --task NAME --method queryable|lora|finetune|gp --n-trials N --storage PATH_OR_URL
 --study NAME`` runs trials of one shared study: any number of processes or machines
 running the same command join it. ``qlsk tune --report --storage ... --study ...``
 writes the optimisation history, parameter importances and the best trial as PNG plots
@@ -20,11 +20,11 @@ from . import __version__
 
 # The estimator class that each --method tunes.
 METHODS = {"queryable": "QueryableLoraRegressor", "lora": "LoraRegressor",
-           "finetune": "FineTuneRegressor"}
+           "finetune": "FineTuneRegressor", "gp": "MultiFidelityGPRegressor"}
 
-DESCRIPTION = ("Tune Queryable LoRA, LoRA and fine-tuning of a pretrained base on a "
-               "transfer task, in Optuna studies that any number of processes and "
-               "machines share.")
+DESCRIPTION = ("Tune Queryable LoRA, LoRA, fine-tuning or the multi-fidelity GP of a "
+               "pretrained base on a transfer task, in Optuna studies that any number of "
+               "processes and machines share.")
 
 EXAMPLES = """\
 examples:
@@ -149,6 +149,8 @@ def _estimator(method: str, task, args):
     """The estimator to tune, still without its pretrained base."""
     import qlsk
 
+    if method == "gp":  # its kernels are fitted by marginal likelihood, not epochs
+        return qlsk.MultiFidelityGPRegressor(random_state=args.seed)
     params = {"max_epochs": args.max_epochs, "regularization": args.regularization,
               "max_steps": args.max_steps, "random_state": args.seed}
     if method == "queryable":

@@ -134,3 +134,12 @@ def test_report_writes_plots_and_summary_without_optuna_warnings(two_runs, tmp_p
     assert {p.name for p in report.iterdir()} == {"summary.md", "history.png",
                                                  "importances.png"}
     assert "Trials: 2 (2 complete)" in (report / "summary.md").read_text()
+
+
+def test_the_multifidelity_gp_is_tuned_over_its_kind(tmp_path):
+    journal = str(tmp_path / "gp.log")
+    args = [a if a != "lora" else "gp" for a in TINY]
+    code, out, err = run("tune", *args, "--storage", journal, "--study", "gp")
+    assert code == 0, err
+    assert {"kind"} == set(trials(journal, "gp")[0].params)
+    assert out.startswith("study gp: 2 trials, best CV R^2")
