@@ -65,6 +65,12 @@ SPACES = {
 # Queryable LoRA with noisy top-k routing searched too: the routing regulariser that the
 # ablations point to, tried as an option (not run by default).
 SPACES["ql-noise"] = {**SPACES["ql"], "routing_noise": FloatDistribution(0.0, 2.0)}
+# Under regularization="evidence" (the estimators' default) the penalty's strength and
+# the number of steps are the evidence's, so the optimiser's space keeps ``lr`` alone;
+# a full-batch path has no epochs, so there is no pruning either.
+EVIDENCE_SPACES = {method: {k: v for k, v in space.items()
+                            if k not in ("weight_decay", "max_epochs")}
+                   for method, space in SPACES.items()}
 # Seeds the main benchmark does not report (it uses 0-2), so that defaults chosen from
 # this run are judged there on other data.
 FULL = {"tasks": None, "seeds": [10, 11, 12], "n_train": 100, "n_source": 2000,
@@ -74,7 +80,7 @@ QUICK = {"tasks": ["park91a-lf-to-hf", "forrester-lf-to-hf"], "seeds": [10],
          "methods": ["lora", "ql", "finetune"]}
 COMMON = {"noise": DEFAULTS["noise"], "batch_size": DEFAULTS["batch_size"],
           "hidden": DEFAULTS["hidden"], "base_epochs": 60, "lr": DEFAULTS["lr"],  # the base's
-          "cv": 3}
+          "cv": 3, "regularization": "fixed"}
 # Study names: one per task, seed and method; a claim marks a study a worker runs.
 _CLAIM = "claim:"
 
@@ -84,8 +90,9 @@ def study_name(task: str, seed: int, method: str) -> str:
 
 
 def _estimator(method: str, base, description: str, seed: int, config: dict):
+    # "fixed": the study as it was first run (docs/benchmarks.md); "evidence": the default
     common = {"base": base, "batch_size": config["batch_size"], "random_state": seed,
-              "regularization": "fixed"}  # the study as it was run; see docs/benchmarks.md
+              "regularization": config["regularization"]}
     if method == "lora":
         return LoraRegressor(**common)
     if method in ("ql", "ql-noise"):
@@ -133,10 +140,13 @@ def run_study(config: dict, storage, name: str, seed: int, method: str, base, ta
     except KeyError:
         study, left = None, config["trials"]
     t0 = time.perf_counter()
+    fixed = config["regularization"] == "fixed"
+    space = (SPACES if fixed else EVIDENCE_SPACES)[method]
     if left > 0:
         study, _ = tune(estimator, task.X_train, task.y_train, n_trials=left,
-                        search_space=SPACES[method], cv=config["cv"], pruner="median",
-                        storage=storage, study_name=key, random_state=seed, refit=False)
+                        search_space=space, cv=config["cv"],
+                        pruner="median" if fixed else None, storage=storage,
+                        study_name=key, random_state=seed, refit=False)
     search_time = time.perf_counter() - t0 + study.user_attrs.get("search_time_s", 0.0)
     study.set_user_attr("search_time_s", search_time)
     trials = counted(study.get_trials())[:config["trials"]]
@@ -150,7 +160,7 @@ def run_study(config: dict, storage, name: str, seed: int, method: str, base, ta
         "task": name, "seed": seed, "method": method, "n_train": config["n_train"],
         "rmse_sd": rmse, "refit_time_s": fit_time, "search_time_s": search_time,
         "n_trainable_params": int(best.n_trainable_params_),
-        "best_params": {k: best.get_params()[k] for k in SPACES[method]},
+        "best_params": {k: best.get_params()[k] for k in space},
         "cv_r2": float(max(t.value for t in trials if t.state == TrialState.COMPLETE)),
         "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL")})
@@ -312,6 +322,8 @@ def preferences(df: pd.DataFrame) -> pd.DataFrame:
     for method, group in df.groupby("method", sort=False):
         params = pd.DataFrame(list(group.best_params))
         for name, dist in SPACES[method].items():
+            if name not in params:  # under the evidence: not searched
+                continue
             tuned_values = params[name].to_numpy(float)
             prior = np.sort(_prior_sample(dist))
             below = np.searchsorted(prior, tuned_values, "left")
@@ -364,7 +376,7 @@ def importances(config: dict, storage_url: str, path: str) -> pd.DataFrame:
 def make_config(args) -> dict:
     config = {**COMMON, **(QUICK if args.quick else FULL)}
     for key in ("tasks", "seeds", "methods", "n_train", "n_source", "n_test", "trials",
-                "base_epochs"):
+                "base_epochs", "regularization"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     resolve_tasks(config)
@@ -396,6 +408,10 @@ def main(argv=None) -> None:
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--base-epochs", type=int, default=None)
+    parser.add_argument("--regularization", choices=("fixed", "evidence"), default=None,
+                        help="the adapters' regime (default fixed, as first run; evidence: "
+                             "the estimators' default, searched without weight decay, "
+                             "epochs or pruning)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the studies finished so far")
     args = parser.parse_args(argv)

@@ -103,3 +103,11 @@ def test_noisy_routing_joins_a_finished_run_through_its_storage(one_worker, tmp_
     assert "| ql-noise / lora |" in (tmp_path / "noise" / "tuned.md").read_text()
     lora = df[df.method == "lora"].iloc[0]
     assert lora.rmse_sd == one_worker[one_worker.method == "lora"].iloc[0].rmse_sd
+
+
+def test_under_the_evidence_the_optimiser_space_keeps_lr_alone(tmp_path):
+    df = _run(tmp_path / "evidence", "--workers", "1", "--methods", "lora",
+              "--regularization", "evidence", "--trials", "1")
+    params = ast.literal_eval(df.best_params[0])
+    assert set(params) == set(tuned.EVIDENCE_SPACES["lora"]) == {"lr", "rank"}
+    assert df.pruned.eq(0).all() and df.rmse_sd.gt(0).all()
