@@ -146,7 +146,7 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     (2,)
     """
 
-    def __init__(self, estimator, kernel=None, cv=5, refit=True, bic_select=True,
+    def __init__(self, estimator, *, kernel=None, cv=5, refit=True, bic_select=True,
                  n_restarts_optimizer=2, n_jobs=None, random_state=None):
         self.estimator = estimator
         self.kernel = kernel

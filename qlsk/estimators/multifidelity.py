@@ -208,7 +208,7 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, base=None, kind="auto", auto_weights="stacking", bounds=None,
+    def __init__(self, base=None, *, kind="auto", auto_weights="stacking", bounds=None,
                  n_restarts_optimizer=2, random_state=None):
         self.base = base
         self.kind = kind

@@ -341,7 +341,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
     (3,)
     """
 
-    def __init__(self, base=None, description_column="description", text_encoder="lexical",
+    def __init__(self, base=None, *, description_column="description", text_encoder="lexical",
                  prior_map="learned", rank=4, alpha=16.0, n_atoms=8, top_k=2, block_size=1,
                  temperature=1.0, prior_strength=1.0, prior_temperature=0.5, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
@@ -582,7 +582,7 @@ class FewShotRegressor(_SharesFitted, _DescribedRegressor):
     (2,)
     """
 
-    def __init__(self, shared=None, freeze_memory=True, lr=1e-3, weight_decay=0.0,
+    def __init__(self, shared=None, *, freeze_memory=True, lr=1e-3, weight_decay=0.0,
                  max_epochs=50, batch_size=16, early_stopping=False, validation_fraction=0.1,
                  patience=20, device="cpu", random_state=None, verbose=0, callbacks=None):
         self.shared = shared

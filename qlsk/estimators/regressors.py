@@ -94,7 +94,7 @@ class MLPRegressor(BaseNeuralRegressor):
     (3,)
     """
 
-    def __init__(self, hidden_layer_sizes=(64, 64, 64), activation="silu", lr=1e-3,
+    def __init__(self, hidden_layer_sizes=(64, 64, 64), *, activation="silu", lr=1e-3,
                  weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
@@ -217,7 +217,7 @@ class _SharesFitted:
 class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
     """Adapts a base network to new data; subclasses say how (``_adapt``)."""
 
-    def __init__(self, base=None, hidden_layer_sizes=(64, 64, 64), lr=None,
+    def __init__(self, base=None, *, hidden_layer_sizes=(64, 64, 64), lr=None,
                  weight_decay=0.0, max_epochs=200, batch_size=32, early_stopping=False,
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
@@ -362,7 +362,7 @@ class FineTuneRegressor(_AdaptingRegressor):
     (2,)
     """
 
-    def __init__(self, base=None, output_calibration=True, calibration_shrinkage=0.0,
+    def __init__(self, base=None, *, output_calibration=True, calibration_shrinkage=0.0,
                  regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
                  hidden_layer_sizes=(64, 64, 64), lr=None, weight_decay=0.0, max_epochs=200,
                  batch_size=32, early_stopping=False, validation_fraction=0.1, patience=20,
@@ -413,7 +413,7 @@ class LoraRegressor(_AdaptingRegressor):
     (2,)
     """
 
-    def __init__(self, base=None, rank=8, alpha=16.0, target_modules=None,
+    def __init__(self, base=None, *, rank=8, alpha=16.0, target_modules=None,
                  output_calibration=True, calibration_shrinkage=0.0,
                  regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
                  hidden_layer_sizes=(64, 64, 64), lr=None, weight_decay=0.0,
@@ -517,7 +517,7 @@ class QueryableLoraRegressor(LoraRegressor):
     (2, 5, 8)
     """
 
-    def __init__(self, base=None, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
+    def __init__(self, base=None, *, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
                  temperature=1.0, routing_noise=0.0, prior_strength=1.0,
                  task_description=None, text_encoder="lexical", target_modules=None,
                  query="state+depth", freeze_atoms=False, output_calibration=True,

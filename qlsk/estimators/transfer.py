@@ -133,7 +133,7 @@ class TransferRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, base=None, candidates=None, strategy="stack", cv=5,
+    def __init__(self, base=None, *, candidates=None, strategy="stack", cv=5,
                  random_state=None):
         self.base = base
         self.candidates = candidates
