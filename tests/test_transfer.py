@@ -43,9 +43,7 @@ def quick():
             "linear": LinearRegression(), "mean": DummyRegressor()}
 
 
-@parametrize_with_checks([TransferRegressor(candidates=quick(), cv=2, random_state=0),
-                          TransferRegressor(candidates=quick(), strategy="select", cv=2,
-                                            random_state=0)])
+@parametrize_with_checks([TransferRegressor(candidates=quick(), cv=2, random_state=0)])
 def test_sklearn_contract(estimator, check):
     check(estimator)
 
