@@ -31,6 +31,7 @@ from qlsk import (
     QueryableLoraRegressor,
     TransferRegressor,
 )
+from qlsk.adapters.calibration import CalibrationWarning
 from qlsk.estimators.transfer import default_candidates
 from qlsk.simlib import list_tasks, load_task
 from qlsk.tuning import tune
@@ -144,16 +145,20 @@ def rmse_sd(y_true, pred) -> float:
 
 class _ConvergenceWarnings:
     """Counts scikit-learn's ConvergenceWarnings raised inside ``with`` (a GP's length
-    scale at its bound, in the peers and the GP head) instead of printing them; any other
-    warning is shown as usual. Use it again to add to ``count``."""
+    scale at its bound, in the peers and the GP head) and qlsk's CalibrationWarnings (a
+    fold whose base carries no signal, inside ``auto``'s cross-validation) instead of
+    printing them; any other warning is shown as usual. Use it again to add to
+    ``count`` and ``calibration``."""
 
     def __init__(self):
         self.count = 0
+        self.calibration = 0
 
     def __enter__(self):
         self._catch = warnings.catch_warnings(record=True)
         self._caught = self._catch.__enter__()
         warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always", CalibrationWarning)
         return self
 
     def __exit__(self, *exc):
@@ -161,6 +166,8 @@ class _ConvergenceWarnings:
         for w in self._caught:
             if issubclass(w.category, ConvergenceWarning):
                 self.count += 1
+            elif issubclass(w.category, CalibrationWarning):
+                self.calibration += 1
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return False
@@ -245,6 +252,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
             "gp_head_kept": getattr(model, "discrepancy_kept_", None),
             "chosen": getattr(model, "chosen_", None),
             "convergence_warnings": convergence.count,
+            "calibration_warnings": convergence.calibration,
             "cholesky_failures": getattr(model, "n_cholesky_failures_", 0),
             "train_curve": [r["train_loss"] for r in history] if method != "base" else [],
         })

@@ -24,7 +24,7 @@ from .cells import METHODS, run_cell
 
 QUICK = {
     "tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "forrester-lf-to-hf"],
-    "sizes": [50, 100], "seeds": [0, 1, 2], "n_source": 1000, "n_test": 1000,
+    "sizes": [50, 100], "seeds": [0, 1], "n_source": 1000, "n_test": 1000,
     "base_epochs": 60, "max_epochs": 150,
 }
 # Methods the quick job skips: the GP head on LoRA (kept in 1 of 16 fits) and the
