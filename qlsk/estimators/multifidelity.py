@@ -121,8 +121,9 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
 
     The classical multi-fidelity answer to qlsk's task (a source model ``f`` and a few
     noisy target rows), with the same ``base`` handling as the adapters. On the
-    project's transfer benchmarks these GPs are, below a few hundred target rows, the
-    most accurate surrogates qlsk offers (``docs/benchmarks.md``).
+    project's transfer benchmarks they are, below a few hundred target rows, the most
+    accurate single method qlsk offers; :class:`~qlsk.TransferRegressor` stacks them
+    with the adapters, which did better still at n = 50 (``docs/benchmarks.md``).
 
     - ``kind="ar1"`` (Kennedy & O'Hagan 2000): ``ŷ = ρ f(x) + c + δ(x)``, with ``ρ, c``
       by least squares on the training rows and ``δ`` a GP on the residuals. Best when
@@ -243,6 +244,8 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
             predictions are not finite or do not fit (one value per row).
         """
         self._validate_params()
+        for name in ("rho_", "c_"):  # AR1's, from an earlier fit of another kind
+            self.__dict__.pop(name, None)
         given = X
         X, y = validate_data(self, X, y, y_numeric=True)
         if len(X) < MIN_ROWS:
