@@ -237,7 +237,7 @@ def _plot_gradients(curves: dict, title: str, path: str) -> None:
 def make_config(args) -> dict:
     config = {**COMMON, **(QUICK if args.quick else FULL), "variants": list(VARIANTS)}
     for key in ("tasks", "sizes", "seeds", "n_source", "n_test", "base_epochs",
-                "max_epochs", "variants"):
+                "max_epochs", "variants", "regularization"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     resolve_tasks(config)
@@ -257,6 +257,10 @@ def main(argv=None) -> None:
                              "runs): " + " ".join(VARIANTS))
     parser.add_argument("--no-diagnostics", action="store_true",
                         help="skip the gradient-diagnostics plot")
+    parser.add_argument("--regularization", choices=("fixed", "evidence"), default=None,
+                        help="the adapters' regime (default fixed, as reported first; "
+                             "evidence: the estimators' default, without the per-epoch "
+                             "gradient diagnostics, which need epochs)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the cells finished so far")
     args = parser.parse_args(argv)
@@ -275,7 +279,7 @@ def main(argv=None) -> None:
             "(below 1: the variant has the lower error); p: Wilcoxon signed-rank.", "",
             _markdown(table), "", "## Geometric mean RMSE / sd per task", "",
             per_task_table(df), ""]
-    if not args.no_diagnostics:
+    if not args.no_diagnostics and config["regularization"] == "fixed":
         curves = gradient_diagnostics(config, output, seed=config["seeds"][0])
         text += ["## Gradient concentration (max / mean of per-layer norms)", "",
                  "| method | first epoch | mean over epochs | last epoch |", "|---|---|---|---|"]

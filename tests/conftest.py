@@ -1,4 +1,4 @@
-"""Shared fixtures: a real, throwaway PostgreSQL server on loopback."""
+"""Shared fixtures: a real, throwaway PostgreSQL server on loopback; one BLAS thread."""
 
 import glob
 import os
@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 
 import pytest
+from threadpoolctl import threadpool_limits
 
 
 def _free_port() -> int:
@@ -46,3 +47,11 @@ def postgres_url():
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """One BLAS thread for a module of GP fits: they factorise small matrices, which a
+    threaded BLAS on 2 busy cores ran 40x slower."""
+    with threadpool_limits(1):
+        yield

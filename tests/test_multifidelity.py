@@ -14,21 +14,14 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from threadpoolctl import threadpool_limits
 
 import qlsk
 from qlsk import MLPRegressor, MultiFidelityGPRegressor
 from qlsk.estimators.multifidelity import RULES, combine
 from qlsk.tuning import tune
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    # GP fits factorise small matrices: on 2 busy cores a threaded BLAS ran them 40x slower.
-    with threadpool_limits(1):
-        yield
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.usefixtures("one_blas_thread")]
 
 
 def source(X):
