@@ -249,7 +249,9 @@ def report(df: pd.DataFrame, config: dict) -> str:
              f"{df.groupby('method').size().to_dict()} finished studies of "
              f"{len(config['tasks']) * len(config['seeds'])} per method; n = "
              f"{config['n_train']}, seeds {config['seeds']}, {config['trials']} trials "
-             f"per study, {config['cv']}-fold CV, median pruning.", "",
+             f"per study, {config['cv']}-fold CV, "
+             + ("median pruning." if config["regularization"] == "fixed" else
+                "regularisation chosen by the evidence, no pruning."), "",
              "## Paired ratios (test RMSE, below 1: the first method is better)", "",
              "| comparison | ratio | 95% CI | p (Wilcoxon) | better in | tasks won |",
              "|---|---|---|---|---|---|"]
