@@ -120,7 +120,7 @@ class TransferRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
     >>> from qlsk.simlib import load_task
     >>> task = load_task("park91a-lf-to-hf", n_source=200, n_train=30, random_state=0)
     >>> base = MLPRegressor(max_epochs=5, random_state=0).fit(task.X_source, task.y_source)
-    >>> auto = TransferRegressor(base=base, cv=3, random_state=0)
+    >>> auto = TransferRegressor(base=base, cv=2, random_state=0)
     >>> auto.fit(task.X_train, task.y_train).chosen_ in ("gp", "finetune", "lora")
     True
     """
