@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from qlsk.estimators.multifidelity import KINDS, RULES, combine
+from qlsk.estimators.multifidelity import KINDS, RULES, combine, gaussian_mixture
 
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
@@ -37,13 +37,6 @@ FULL = {"tasks": None, "sizes": [50, 100, 200], "seeds": [0, 1, 2], "n_source": 
         "n_test": 2000}
 QUICK = {"tasks": ["park91a-lf-to-hf", "borehole-lf-to-hf"], "sizes": [50], "seeds": [0],
          "n_source": 1000, "n_test": 1000}
-
-
-def _mixture(preds, weights):
-    """Mean and standard deviation of the weighted mixture of Gaussians ``preds``."""
-    mean = sum(w * m for w, (m, _) in zip(weights, preds))
-    second = sum(w * (s ** 2 + m ** 2) for w, (m, s) in zip(weights, preds))
-    return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0))
 
 
 def _row(task, noisy, pred, std) -> dict:
@@ -77,8 +70,8 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                                   task.y_train, [f.log_marginal_likelihood for f in loo], rule)
                 rows.append({**key, "arm": f"auto-{rule}", "fit_time_s": sum(times.values()),
                              "weight_ar1": float(weights[0]),
-                             **_row(task, noisy, *_mixture([preds[k] for k in KINDS],
-                                                           weights))})
+                             **_row(task, noisy, *gaussian_mixture(
+                                 weights, [preds[k] for k in KINDS]))})
             if config["mfk"]:
                 model = make_peer("mfk", base, task, _seed(task_name, seed, n_train))
                 t0 = time.perf_counter()

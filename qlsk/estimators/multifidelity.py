@@ -329,17 +329,10 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         if len(self.fits_) == 1:
             (kind, fit), = self.fits_.items()
             return self._predict_kind(kind, fit, X, f, return_std)
-        means, variances = 0.0, 0.0
-        for kind, fit in self.fits_.items():
-            w = self.weights_[kind]
-            if w == 0:
-                continue
-            mean, std = self._predict_kind(kind, fit, X, f, True)
-            means = means + w * mean
-            variances = variances + w * (std ** 2 + mean ** 2)
-        if not return_std:
-            return means
-        return means, np.sqrt(np.maximum(variances - means ** 2, 0.0))
+        weighed = [(self.weights_[kind], self._predict_kind(kind, fit, X, f, True))
+                   for kind, fit in self.fits_.items() if self.weights_[kind] > 0]
+        mean, std = gaussian_mixture(*zip(*weighed))
+        return (mean, std) if return_std else mean
 
     def _predict_kind(self, kind, fit, X, f, return_std):
         offset = fit.rho * f + fit.c
@@ -359,6 +352,20 @@ def unit_box(X, bounds=None) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"bounds must have shape ({X.shape[1]}, 2), got {bounds.shape}")
     span = bounds[:, 1] - bounds[:, 0]
     return bounds[:, 0], np.where(span > 0, span, 1.0)
+
+
+def gaussian_mixture(weights, predictions) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the mixture ``Σ w_k N(mean_k, std_k²)``.
+
+    Parameters
+    ----------
+    weights : sequence of float
+        Non-negative, summing to 1.
+    predictions : sequence of (mean, std) pairs of arrays of one shape
+    """
+    mean = sum(w * m for w, (m, _) in zip(weights, predictions))
+    second = sum(w * (s ** 2 + m ** 2) for w, (m, s) in zip(weights, predictions))
+    return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0))
 
 
 def _loaded(base):

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .discrepancy import _for_estimator
-from .multifidelity import MultiFidelityGPRegressor
+from .multifidelity import MultiFidelityGPRegressor, gaussian_mixture
 from .regressors import FineTuneRegressor, LoraRegressor, _SharesFitted
 
 STRATEGIES = ("select", "stack")
@@ -262,17 +262,11 @@ class TransferRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         if len(self.estimators_) == 1:
             (name, model), = self.estimators_.items()
             return _one(name, model, X_in, return_std)
-        mean, second = 0.0, 0.0
-        for name, model in self.estimators_.items():
-            w = self.weights_[name]
-            if not return_std:
-                mean = mean + w * np.ravel(model.predict(X_in))
-                continue
-            m, s = _one(name, model, X_in, True)
-            mean, second = mean + w * m, second + w * (s ** 2 + m ** 2)
         if not return_std:
-            return mean
-        return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0))
+            return sum(self.weights_[n] * _one(n, m, X_in, False)
+                       for n, m in self.estimators_.items())
+        return gaussian_mixture([self.weights_[n] for n in self.estimators_],
+                                [_one(n, m, X_in, True) for n, m in self.estimators_.items()])
 
 
 def _one(name, model, X, return_std):
