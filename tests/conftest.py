@@ -1,4 +1,10 @@
-"""Shared fixtures: a real, throwaway PostgreSQL server on loopback; one BLAS thread."""
+"""Shared fixtures: a real, throwaway PostgreSQL server on loopback; one BLAS thread.
+
+Markers (registered in pyproject.toml) are set here from what a test uses, so that no
+test can forget one: ``postgres`` (the server fixture), ``dask`` (a Dask cluster, by the
+test's name), ``slow`` (the benchmark studies run end to end). ``pytest`` runs them all;
+``pytest -m "not slow"`` is the quick loop while editing.
+"""
 
 import glob
 import os
@@ -10,6 +16,16 @@ import tempfile
 
 import pytest
 from threadpoolctl import threadpool_limits
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+        if "dask" in item.name:
+            item.add_marker(pytest.mark.dask)
+        if item.path.name.startswith("test_benchmarks"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _free_port() -> int:

@@ -234,7 +234,7 @@ def test_routing_noise_on_the_estimator(capsys):
 
     task = load_task("forrester-lf-to-hf", n_source=100, n_train=30, random_state=0)
     kw = {"hidden_layer_sizes": (16, 16), "rank": 2, "n_atoms": 4, "max_epochs": 3,
-          "random_state": 0}
+          "max_steps": 30, "random_state": 0}
     base = QueryableLoraRegressor(**kw).fit(task.X_source, task.y_source).base_
     fits = [QueryableLoraRegressor(base=base, routing_noise=1.0, **kw).fit(
         task.X_train, task.y_train).predict(task.X_test) for _ in range(2)]

@@ -3,6 +3,7 @@ reproducibility and a real Dask cluster."""
 
 import json
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -60,17 +61,19 @@ def test_lora_parameter_budget_matches_queryable_lora(first):
 
 
 def test_same_seed_same_numbers_and_resume_gives_the_same_table(first, tmp_path):
-    _, df = first
-    again = run(tmp_path / "again")
-    pd.testing.assert_frame_equal(again.drop(columns=TIMING), df.drop(columns=TIMING))
-    # Interrupt: keep the first finished cell and half a line of the second.
-    cells = (tmp_path / "again" / "cells.jsonl").read_text().splitlines()
-    (tmp_path / "again" / "cells.jsonl").write_text(cells[0] + "\n" + cells[1][:50])
-    os.remove(tmp_path / "again" / "results.csv")
-    resumed = run(tmp_path / "again")
+    output, df = first
+    again = tmp_path / "again"
+    shutil.copytree(output, again)
+    # Interrupt: keep the first finished cell and half a line of the second. The resumed
+    # run computes the second cell anew, with the same seed: the same numbers.
+    cells = (again / "cells.jsonl").read_text().splitlines()
+    (again / "cells.jsonl").write_text(cells[0] + "\n" + cells[1][:50])
+    os.remove(again / "results.csv")
+    resumed = run(again)
+    assert len((again / "cells.jsonl").read_text().splitlines()) == 2
     pd.testing.assert_frame_equal(resumed.drop(columns=TIMING), df.drop(columns=TIMING))
     with pytest.raises(SystemExit, match="another configuration"):
-        main([*TINY, "--output", str(tmp_path / "again"), "--noise", "0.3"])
+        main([*TINY, "--output", str(again), "--noise", "0.3"])
 
 
 def test_cells_run_on_a_dask_cluster(first, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from optuna_integration import OptunaSearchCV
+from sklearn.base import clone
 
 from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
@@ -146,8 +147,7 @@ def test_every_trial_fits_the_parameters_it_records(data):
                        random_state=2)
     for trial in study.trials:
         assert trial.params["top_k"] <= trial.params["n_atoms"]
-        QueryableLoraRegressor(base=base, max_epochs=1, **trial.params).fit(
-            task.X_train, task.y_train)
+        clone(est).set_params(**trial.params).fit(task.X_train, task.y_train)
     assert {k: getattr(best, k) for k in study.best_params} == study.best_params
 
 
