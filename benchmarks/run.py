@@ -91,12 +91,14 @@ def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
     return resolve_tasks(config)
 
 
-def serial_study(run_cell, config: dict, args, name: str, report) -> pd.DataFrame:
+def serial_study(run_cell, config: dict, args, name: str, report,
+                 figures=None) -> pd.DataFrame:
     """Run a study's cells one after another and write what it found.
 
     Cells go to ``args.output`` (default ``results/<name>-quick`` or ``-full``; an
     existing folder resumes); ``results.csv`` holds every row and ``<name>.md`` the
-    lines ``report(df)`` returns, which are also printed.
+    lines ``report(df)`` returns, which are also printed; ``figures(df, output)``, if
+    given, draws the study's plots into the same folder.
     """
     output = args.output or os.path.join(os.path.dirname(__file__), "results",
                                          f"{name}-{'quick' if args.quick else 'full'}")
@@ -106,6 +108,8 @@ def serial_study(run_cell, config: dict, args, name: str, report) -> pd.DataFram
     text = "\n".join(report(df))
     with open(os.path.join(output, f"{name}.md"), "w") as f:
         f.write(text)
+    if figures is not None:
+        figures(df, output)
     print(text)
     print(f"{len(df)} rows in {time.perf_counter() - t0:.0f} s; results in {output}")
     return df

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..files import write_safetensors
 from .ablations import build_memory
 from .lora import LoraLinear
 from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
@@ -221,12 +221,9 @@ def load_adapter_state_dict(model: AdaptedModel, state: dict[str, torch.Tensor])
 
 
 def save_adapter(model: AdaptedModel, path, overwrite: bool = False) -> None:
-    """Write the adapter state to ``path`` in safetensors format."""
-    from safetensors.torch import save_file
-
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    save_file({k: v.contiguous() for k, v in adapter_state_dict(model).items()}, str(path))
+    """Write the adapter state to ``path`` in safetensors format (atomically; an
+    existing file only with ``overwrite``)."""
+    write_safetensors(path, adapter_state_dict(model), overwrite=overwrite)
 
 
 def load_adapter(model: AdaptedModel, path) -> None:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import write_safetensors
 from .inject import AdaptedModel
 from .queryable import PRIOR_SEED
 
@@ -190,13 +191,8 @@ def save_memory(model: SharedMemoryModel, path, metadata: dict | None = None,
     overwrite : bool
         Replace an existing file.
     """
-    from safetensors.torch import save_file
-
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     meta = {"format": MEMORY_FORMAT, "config": _memory_config(model), **(metadata or {})}
-    save_file(memory_state_dict(model), path, metadata={"qlsk": json.dumps(meta)})
+    write_safetensors(path, memory_state_dict(model), meta, overwrite=overwrite)
 
 
 def read_memory(path) -> tuple[dict, dict[str, torch.Tensor]]:

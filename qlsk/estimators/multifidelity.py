@@ -13,7 +13,6 @@ rows, as one scikit-learn regressor:
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from numbers import Integral
@@ -26,10 +25,10 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import nn
 
+from .bases import SharesFitted, base_predictions, check_feature_names, loaded
 from .discrepancy import ard_kernel
-from .regressors import _check_feature_names, _SharesFitted, _unwrap
+from .registry import storable
 
 KINDS = ("ar1", "nargp")
 RULES = ("stacking", "evidence", "loo", "equal")
@@ -116,7 +115,7 @@ def combine(loo_means, loo_stds, y, log_marginal_likelihoods, rule="stacking"):
     return w
 
 
-class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
+class MultiFidelityGPRegressor(SharesFitted, RegressorMixin, BaseEstimator):
     """A Gaussian process that reuses a pretrained base: AR1, NARGP, or both weighted.
 
     The classical multi-fidelity answer to qlsk's task (a source model ``f`` and a few
@@ -251,9 +250,9 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         if len(X) < MIN_ROWS:
             raise ValueError(f"MultiFidelityGPRegressor needs at least {MIN_ROWS} rows, got "
                              f"n_samples={len(X)}")
-        self.base_ = _loaded(self.base)
+        self.base_ = loaded(self.base)
         if self.base_ is not None:
-            _check_feature_names(getattr(self, "feature_names_in_", None), self.base_)
+            check_feature_names(getattr(self, "feature_names_in_", None), self.base_)
         f = self._base_predictions(given, X)
         if self.base_ is not None and np.ptp(f) == 0:
             warnings.warn("the base's predictions are the same on every training row, so "
@@ -304,7 +303,7 @@ class MultiFidelityGPRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
         return np.column_stack([box, (f - self.f_mean_) / self.f_scale_])
 
     def _base_predictions(self, given, X) -> np.ndarray:
-        return _predictions(self.base_, given, X)
+        return base_predictions(self.base_, given, X)
 
     def predict(self, X, return_std=False):
         """Predict with the fitted kind, or the weighted mixture of both.
@@ -366,45 +365,6 @@ def gaussian_mixture(weights, predictions) -> tuple[np.ndarray, np.ndarray]:
     mean = sum(w * m for w, (m, _) in zip(weights, predictions))
     second = sum(w * (s ** 2 + m ** 2) for w, (m, s) in zip(weights, predictions))
     return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0))
-
-
-def _loaded(base):
-    """``base`` with a saved model's path loaded; anything else unchanged."""
-    if isinstance(base, str | os.PathLike):
-        from .persistence import load
-
-        return load(base)
-    return base
-
-
-def _predictions(base, given, X) -> np.ndarray:
-    """The base's predictions of the rows ``X`` (``given``: as the user passed them, so a
-    DataFrame reaches a base fitted on one), checked to be one finite value per row."""
-    if base is None:
-        return np.zeros(len(X))
-    inner = _unwrap(base)
-    if isinstance(inner, nn.Module):
-        param = next(inner.parameters(), None)
-        dtype = param.dtype if param is not None else torch.float32
-        with torch.no_grad():
-            out = inner.eval()(torch.as_tensor(X, dtype=dtype)).cpu().numpy()
-    elif hasattr(base, "predict"):
-        out = base.predict(given if hasattr(given, "columns") else X)
-    else:
-        raise TypeError("base must be a fitted regressor (with predict), a torch "
-                        "nn.Module, a path to a model saved by qlsk, or None; got "
-                        f"{type(base).__name__}")
-    out = np.asarray(out, dtype=float)
-    if out.ndim == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    if out.shape != (len(X),):
-        raise ValueError(f"the base must predict one value per row, shape ({len(X)},); got "
-                         f"{out.shape}")
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"the base's predictions contain NaN or infinity on "
-                         f"{int(np.sum(~np.isfinite(out)))} of {len(X)} rows; check the base "
-                         "and the inputs' range")
-    return out
 
 
 def _leave_one_out(gp: GaussianProcessRegressor) -> tuple[np.ndarray, np.ndarray]:
@@ -469,3 +429,6 @@ def restore_fitted(estimator: MultiFidelityGPRegressor, meta: dict, tensors: dic
     if "ar1" in estimator.fits_:
         estimator.rho_, estimator.c_ = estimator.fits_["ar1"].rho, estimator.fits_["ar1"].c
     estimator.n_trainable_params_ = meta["n_trainable_params_"]
+
+
+storable(MultiFidelityGPRegressor, dump=dump_fitted, restore=restore_fitted, key="gp")

@@ -33,16 +33,13 @@ from ..adapters.prior_map import (
 from ..text import embed
 from ._base import _FITTED, BaseNeuralRegressor
 from ._net import Net, _Batches, _safe_std
+from .bases import SharesFitted, base_module, check_feature_names, check_fits
 from .regressors import (
     _ADAPT_DOC,
     _FITTED_DOC,
     _TRAINING_DOC,
     QueryableLoraRegressor,
     _AdaptingRegressor,
-    _base_module,
-    _check_feature_names,
-    _check_fits,
-    _SharesFitted,
 )
 
 _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
@@ -513,10 +510,10 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         d = len(self.feature_columns_)
         X = Z[:, :d]
         if self.base is not None:
-            _check_feature_names(list(self.feature_columns_), self.base)
+            check_feature_names(list(self.feature_columns_), self.base)
         self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
-        module = copy.deepcopy(_base_module(self.base_)).cpu().float()
-        _check_fits(module, d, y.shape[1])
+        module = copy.deepcopy(base_module(self.base_)).cpu().float()
+        check_fits(module, d, y.shape[1])
         scale = getattr(module, "y_scale", None)
         scale = scale.clone() if scale is not None else torch.as_tensor(
             _safe_std(y), dtype=torch.float32)
@@ -549,7 +546,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         return module, previous["scale"].clone()
 
 
-class FewShotRegressor(_SharesFitted, _DescribedRegressor):
+class FewShotRegressor(SharesFitted, _DescribedRegressor):
     __doc__ = f"""Adapt a fitted :class:`SharedMemoryRegressor` to new tasks from a few rows.
 
     Training starts from a copy of the shared model (base, LoRA factors, memory and

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -13,6 +12,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import AdaptedModel, inject
 from ..adapters.calibration import OutputCalibration, uncalibrated
+from ..files import write_safetensors
+from . import registry
 from ._net import MLP
 from .regularized import dump_posterior, restore_posterior
 
@@ -24,80 +25,70 @@ _META_KEYS = ("class", "params", "mlp", "adapter", "calibrated", "n_features_in_
               "history_")
 
 
-def _storable() -> dict[str, type]:
-    """The estimator classes save() writes and load() builds, by name: nothing else is
-    ever constructed from a file."""
-    from .regressors import (
-        FineTuneRegressor,
-        LoraRegressor,
-        MLPRegressor,
-        QueryableLoraRegressor,
-    )
-
-    return {cls.__name__: cls for cls in (MLPRegressor, FineTuneRegressor, LoraRegressor,
-                                           QueryableLoraRegressor)}
+def _network_classes() -> list[str]:
+    return [name for name in registry.names() if registry.entry_named(name).network]
 
 
-def _check_storable(estimator) -> None:
-    """Refuse an estimator save() cannot store (before asking whether it is fitted,
-    which for other estimators means other attributes), then an unfitted one."""
-    name = type(estimator).__name__
-    if _storable().get(name) is not type(estimator):
+def _check_storable(estimator) -> registry.Storable:
+    """The registry entry of ``estimator`` (refused if its class is not registered),
+    then, for a network, that it is fitted."""
+    entry = registry.entry_for(estimator)
+    if entry is None:
+        name = type(estimator).__name__
         memory = " (its atom memory alone: save_memory)" if hasattr(
             estimator, "save_memory") else ""
-        raise TypeError(f"save() stores the single-task networks ({', '.join(_storable())})"
-                        f" and {_GP}; keep a {name} with pickle{memory}")
-    check_is_fitted(estimator, "net_")
+        raise TypeError(f"save() stores the single-task networks "
+                        f"({', '.join(_network_classes())}) and "
+                        f"{', '.join(n for n in registry.names() if n not in _network_classes())}"
+                        f"; keep a {name} with pickle{memory}")
+    if entry.network:
+        check_is_fitted(estimator, "net_")
+    else:
+        check_is_fitted(estimator)
+    return entry
 
 
-_GP = "MultiFidelityGPRegressor"
-
-
-def _is_gp(estimator) -> bool:
-    from .multifidelity import MultiFidelityGPRegressor
-
-    return type(estimator) is MultiFidelityGPRegressor
-
-
-def _dump_gp(estimator) -> tuple[dict, dict]:
-    """A fitted MultiFidelityGPRegressor's metadata and tensors: its GPs as fitted
-    hyperparameters and conditioning rows, and its base as an adapter's is kept."""
-    from .multifidelity import dump_fitted
-
-    fitted, gp_tensors = dump_fitted(estimator)
-    meta = {"class": _GP, "params": _json_params(estimator), "gp": fitted,
-            "n_features_in_": int(estimator.n_features_in_),
+def _dump_state(estimator, entry: registry.Storable) -> tuple[dict, dict]:
+    """The metadata and tensors of an estimator registered with its own ``dump``: its
+    parameters, its fitted state (under ``entry.key``) and its base, kept as an
+    adapter's is."""
+    state, state_tensors = entry.dump(estimator)
+    meta = {"class": type(estimator).__name__, "params": _json_params(estimator),
+            entry.key: state, "n_features_in_": int(estimator.n_features_in_),
             "feature_names_in_": (estimator.feature_names_in_.tolist()
                                   if hasattr(estimator, "feature_names_in_") else None)}
-    meta["base"], tensors = _dump_base(estimator.base, "base/")
-    tensors.update({"gp/" + k: v.contiguous() for k, v in gp_tensors.items()})
+    tensors = {}
+    if "base" in estimator.get_params(deep=False):
+        meta["base"], tensors = _dump_base(estimator.base, "base/")
+    tensors.update({f"{entry.key}/{k}": v.contiguous() for k, v in state_tensors.items()})
     return meta, tensors
 
 
-def _restore_gp(meta: dict, tensors: dict, device: str):
-    from .multifidelity import MultiFidelityGPRegressor, restore_fitted
-
-    missing = [k for k in ("params", "gp", "n_features_in_", "feature_names_in_")
+def _restore_state(meta: dict, tensors: dict, device: str, entry: registry.Storable):
+    name = entry.cls.__name__
+    missing = [k for k in ("params", entry.key, "n_features_in_", "feature_names_in_")
                if k not in meta]
     if missing:
         raise ValueError(f"the metadata lacks {missing}")
-    params = _checked_params(MultiFidelityGPRegressor, meta["params"])
+    params = _checked_params(entry.cls, meta["params"])
     if meta.get("base") is not None:
         params["base"] = _restore_base(meta["base"], tensors, "base/", device)
-    estimator = MultiFidelityGPRegressor(**params)
+    estimator = entry.cls(**params)
+    prefix = entry.key + "/"
     try:
         estimator._validate_params()
-        restore_fitted(estimator, meta["gp"], {k[3:]: v for k, v in tensors.items()
-                                               if k.startswith("gp/")})
+        entry.restore(estimator, meta[entry.key], {k[len(prefix):]: v for k, v in
+                                                   tensors.items() if k.startswith(prefix)})
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"the saved GP is incomplete or inconsistent: {exc!r}") from None
+        raise ValueError(f"the saved {name} is incomplete or inconsistent: {exc!r}") from None
     except ValueError as exc:  # scikit-learn's InvalidParameterError among them
-        raise ValueError(f"invalid saved GP: {exc}") from None
+        raise ValueError(f"invalid saved {name}: {exc}") from None
     estimator.n_features_in_ = meta["n_features_in_"]
     if meta["feature_names_in_"] is not None:
         estimator.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
-    base = estimator.base
-    estimator.base_ = load(base, device) if isinstance(base, str) else base
+    if "base" in estimator.get_params(deep=False):
+        base = estimator.base
+        estimator.base_ = load(base, device) if isinstance(base, str) else base
     return estimator
 
 
@@ -135,7 +126,8 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
     An adapter's ``base`` is stored with it (recursively, under ``base/``), so that a
     loaded model refits from the same base rather than pretraining a new one.
     """
-    _check_storable(estimator)
+    if not _check_storable(estimator).network:
+        raise TypeError(f"a {type(estimator).__name__} cannot be stored as a base")
     whole = estimator.net_.module_
     module = uncalibrated(whole)
     adapted = isinstance(module, AdaptedModel)
@@ -232,30 +224,13 @@ def save(estimator, path, overwrite: bool = False) -> None:
         and the rows its GPs condition on), or its
         network, base or a parameter cannot be stored without pickle.
     """
-    from safetensors.torch import save_file
-
-    if _is_gp(estimator):
-        check_is_fitted(estimator, "fits_")
-    else:
-        _check_storable(estimator)
+    entry = _check_storable(estimator)
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    meta, tensors = _dump_gp(estimator) if _is_gp(estimator) else _dump(estimator)
+    meta, tensors = _dump(estimator) if entry.network else _dump_state(estimator, entry)
     meta["format"] = FORMAT
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):  # else mkstemp names its temporary file, not path
-        raise FileNotFoundError(f"cannot save {path}: the folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"qlsk": json.dumps(meta)})
-        if not overwrite and os.path.exists(path):
-            raise FileExistsError(f"{path} appeared while saving; nothing was overwritten")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_safetensors(path, tensors, meta, overwrite=overwrite)
 
 
 def load(path, device: str = "cpu"):
@@ -303,8 +278,9 @@ def load(path, device: str = "cpu"):
     if format_ != FORMAT:
         raise ValueError(f"{path} has format {format_!r}, expected {FORMAT!r}")
     try:
-        if meta.get("class") == _GP:
-            return _restore_gp(meta, state, device)
+        entry = registry.entry_named(meta.get("class"))
+        if entry is not None and not entry.network:
+            return _restore_state(meta, state, device, entry)
         return _restore(meta, state, "", device)
     except ValueError as exc:
         raise ValueError(f"cannot load {path}: {exc}") from None
@@ -317,12 +293,12 @@ def _checked_class(meta) -> type:
     missing = [key for key in _META_KEYS if key not in meta]
     if missing:
         raise ValueError(f"the metadata lacks {missing}")
-    classes = _storable()
     name = meta["class"]
-    if not isinstance(name, str) or name not in classes:
+    entry = registry.entry_named(name)
+    if entry is None or not entry.network:
         raise ValueError(f"class {name!r} is not one that load() builds "
-                         f"({', '.join([*classes, _GP])})")
-    cls = classes[name]
+                         f"({', '.join(registry.names())})")
+    cls = entry.cls
     adapter = meta["adapter"]
     method = adapter.get("method") if isinstance(adapter, dict) else adapter
     expected = getattr(cls, "_method", None)  # FineTune and MLP carry no adapter

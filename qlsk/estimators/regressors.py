@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import copy
-import os
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
-from ..adapters import QUERIES, LoraLinear, inject, routing_weights
+from ..adapters import QUERIES, inject, routing_weights
 from ..adapters.calibration import OutputCalibration, uncalibrated
 from ._base import BaseNeuralRegressor
 from ._net import ACTIVATIONS, MLP, _safe_std
+from .bases import SharesFitted, base_module, check_feature_names, check_fits
+from .registry import storable
 from .regularized import REGULARIZATION_DOC, REGULARIZATION_FITTED_DOC, RegularizedAdapter
 
 _TRAINING_DOC = """
@@ -64,6 +62,7 @@ _FITTED_DOC = """
 """
 
 
+@storable
 class MLPRegressor(BaseNeuralRegressor):
     __doc__ = f"""A multi-layer perceptron trained from scratch.
 
@@ -139,82 +138,7 @@ def _hidden_sizes(sizes) -> tuple[int, ...]:
     return tuple(int(h) for h in sizes)
 
 
-def _unwrap(base):
-    """The estimator inside a FrozenEstimator; anything else unchanged."""
-    from sklearn.frozen import FrozenEstimator
-
-    return base.estimator if isinstance(base, FrozenEstimator) else base
-
-
-def _check_feature_names(got, base) -> None:
-    """Refuse columns ``got`` that differ from the base's, by name or order, as
-    scikit-learn does (``got`` None: a plain array, which only warns)."""
-    base = _unwrap(base)
-    if isinstance(base, str | os.PathLike):
-        from .persistence import load
-
-        base = load(base)
-    expected = getattr(base, "feature_names_in_", None)
-    if expected is None:
-        return
-    if got is None:
-        warnings.warn(f"X has no feature names, but the base was fitted with feature names "
-                      f"{list(expected)}", UserWarning, stacklevel=4)
-        return
-    if list(got) != list(expected):
-        unseen = [c for c in got if c not in set(expected)]
-        missing = [c for c in expected if c not in set(got)]
-        detail = (f"unseen {unseen}, missing {missing}" if unseen or missing
-                  else "the same names in another order")
-        raise ValueError(f"X's feature names {list(got)} differ from those the base was "
-                         f"fitted with {list(expected)} ({detail}); pass the columns by the "
-                         "base's names, in its order")
-
-
-def _base_module(base) -> nn.Module:
-    """The torch module behind whatever the user passed as ``base``."""
-    from .persistence import load
-
-    base = _unwrap(base)
-    if isinstance(base, str | os.PathLike):
-        base = load(base)
-    if isinstance(base, BaseNeuralRegressor):
-        check_is_fitted(base, "net_")
-        base = base.net_.module_
-    if not isinstance(base, nn.Module):
-        raise TypeError("base must be a fitted qlsk.MLPRegressor (possibly in a "
-                        "FrozenEstimator), a torch nn.Module, a path to a model saved by "
-                        f"qlsk, or None; got {type(base).__name__}")
-    if any(isinstance(m, LoraLinear) for m in base.modules()):
-        raise TypeError("base is already adapted; pass the network it was adapted from")
-    return base
-
-
-class _SharesFitted:
-    """Parameters of the shared, fitted object named ``_shared`` are not this estimator's.
-
-    Listing them (``get_params(deep=True)``) or setting them (``set_params(base__x=...)``)
-    would change the user's own fitted object, and every clone's, without any effect on
-    adaptation, which never retrains it.
-    """
-
-    _shared = "base"
-
-    def get_params(self, deep=True):
-        """Get this estimator's parameters (``deep`` has no effect: see the class)."""
-        return super().get_params(deep=False)
-
-    def set_params(self, **params):
-        """Set this estimator's parameters; those of the shared fitted object are refused."""
-        nested = sorted(k for k in params if k.startswith(f"{self._shared}__"))
-        if nested:
-            raise ValueError(f"cannot set {nested}: {self._shared}= is a fitted object shared "
-                             f"with every clone and never retrained by this estimator; fit "
-                             f"another and pass it as {self._shared}=...")
-        return super().set_params(**params)
-
-
-class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
+class _AdaptingRegressor(SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
     """Adapts a base network to new data; subclasses say how (``_adapt``)."""
 
     def __init__(self, base=None, *, hidden_layer_sizes=(64, 64, 64), lr=None,
@@ -238,7 +162,7 @@ class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor)
     _parameter_constraints = {
         **BaseNeuralRegressor._parameter_constraints,
         **RegularizedAdapter._regularization_constraints,
-        "base": "no_validation",  # a fitted estimator, module, path or None: _base_module
+        "base": "no_validation",  # a fitted estimator, module, path or None: base_module
         "hidden_layer_sizes": MLPRegressor._parameter_constraints["hidden_layer_sizes"],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "output_calibration": ["boolean"],
@@ -253,7 +177,7 @@ class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor)
         super()._check_params()
         _hidden_sizes(self.hidden_layer_sizes)
         if self.base is not None:
-            _base_module(self.base)
+            base_module(self.base)
 
     def __sklearn_clone__(self):
         # The base is shared, never cloned: a clone of a fitted base would be unfitted.
@@ -271,10 +195,10 @@ class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor)
 
     def _build_module(self, X, y, seed):
         if self.base is not None:
-            _check_feature_names(getattr(self, "feature_names_in_", None), self.base)
+            check_feature_names(getattr(self, "feature_names_in_", None), self.base)
         self.base_ = self._pretrain(X, y, seed) if self.base is None else self.base
-        module = copy.deepcopy(_base_module(self.base_)).cpu().float()
-        _check_fits(module, X.shape[1], y.shape[1])
+        module = copy.deepcopy(base_module(self.base_)).cpu().float()
+        check_fits(module, X.shape[1], y.shape[1])
         scale = module.y_scale.clone() if isinstance(module, MLP) else torch.as_tensor(
             _safe_std(y), dtype=torch.float32)
         if not self.output_calibration:
@@ -286,25 +210,6 @@ class _AdaptingRegressor(_SharesFitted, RegularizedAdapter, BaseNeuralRegressor)
         return OutputCalibration.from_predictions(
             self._adapt(module), start, y, shrinkage=self.calibration_shrinkage,
             scale=scale), scale
-
-
-def _check_fits(module: nn.Module, n_features: int, n_outputs: int) -> None:
-    if isinstance(module, MLP):
-        shape_in, shape_out = module.n_features, module.n_outputs
-    else:
-        try:
-            with torch.no_grad():
-                out = module.eval()(torch.zeros(2, n_features))
-        except RuntimeError as exc:
-            raise ValueError(f"the base network does not accept {n_features} features: "
-                             f"{exc}") from None
-        shape_in, shape_out = n_features, (out.shape[1] if out.dim() == 2 else None)
-    if shape_in != n_features:
-        raise ValueError(f"X has {n_features} features, but the base network expects "
-                         f"{shape_in}")
-    if shape_out != n_outputs:
-        raise ValueError(f"y has {n_outputs} output(s), but the base network returns "
-                         f"{shape_out} (it must return shape (n_samples, n_outputs))")
 
 
 _ADAPT_DOC = """
@@ -340,6 +245,7 @@ _CALIBRATION_DOC = """
 """
 
 
+@storable
 class FineTuneRegressor(_AdaptingRegressor):
     __doc__ = f"""Full fine-tuning: every weight of a copy of the base is trained.
 
@@ -383,6 +289,7 @@ class FineTuneRegressor(_AdaptingRegressor):
         return module.requires_grad_(True)
 
 
+@storable
 class LoraRegressor(_AdaptingRegressor):
     __doc__ = f"""Plain LoRA: a trainable ``(alpha / rank) B A`` on every linear layer.
 
@@ -451,6 +358,7 @@ class LoraRegressor(_AdaptingRegressor):
     _method = "lora"
 
 
+@storable
 class QueryableLoraRegressor(LoraRegressor):
     __doc__ = f"""Queryable LoRA: LoRA whose bottleneck applies routed, shared atoms.
 

@@ -14,9 +14,10 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .bases import SharesFitted
 from .discrepancy import _for_estimator
 from .multifidelity import MultiFidelityGPRegressor, gaussian_mixture
-from .regressors import FineTuneRegressor, LoraRegressor, _SharesFitted
+from .regressors import FineTuneRegressor, LoraRegressor
 
 STRATEGIES = ("select", "stack")
 
@@ -59,7 +60,7 @@ def stack_weights(predictions, y) -> np.ndarray:
     return w / w.sum()
 
 
-class TransferRegressor(_SharesFitted, RegressorMixin, BaseEstimator):
+class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
     """One target, one base: pick (or stack) the best of qlsk's methods for these rows.
 
     Every candidate (by default the multi-fidelity GP, full fine-tuning and LoRA) is
