@@ -4,7 +4,7 @@ For every task family (:func:`qlsk.simlib.list_families`) and seed, on one pretr
 base (``docs/multitask.md``):
 
 - **Zero-shot**: :class:`~qlsk.estimators.multitask.SharedMemoryRegressor` and the
-  description-as-input network (:class:`benchmarks.conditioning.ConditionedLoraRegressor`)
+  description-as-input network (:class:`qlsk.ConditionedLoraRegressor`)
   are fitted on the training members and scored on every member with the right
   description, a shuffled one (another member's of the same split) and none (a zero
   embedding); task-blind references: the base, one LoRA on the pooled rows.
@@ -47,12 +47,11 @@ import pandas as pd
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor
+from qlsk import ConditionedLoraRegressor, FineTuneRegressor, LoraRegressor, MLPRegressor
 from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
 from qlsk.simlib import list_families, load_family
 
 from .cells import _gp
-from .conditioning import ConditionedLoraRegressor
 from .run import read_done
 from .stats import paired_summary
 

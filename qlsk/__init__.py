@@ -1,6 +1,7 @@
 """qlsk: Queryable LoRA for adapting neural surrogates, as scikit-learn estimators."""
 
 from .estimators import (
+    ConditionedLoraRegressor,
     FewShotRegressor,
     FineTuneRegressor,
     GPDiscrepancyRegressor,
@@ -19,6 +20,7 @@ from .estimators import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConditionedLoraRegressor",
     "FewShotRegressor", "FineTuneRegressor", "GPDiscrepancyRegressor", "GradientDiagnostics",
     "LoraRegressor", "MLPRegressor", "MultiFidelityGPRegressor",
     "QueryableLoraRegressor", "SharedMemoryRegressor",

@@ -2,6 +2,7 @@
 
 from ._net import MLP, TrainingDivergedError
 from .callbacks import GradientDiagnostics
+from .conditioned import ConditionedLoraRegressor
 from .discrepancy import GPDiscrepancyRegressor
 from .multifidelity import MultiFidelityGPRegressor
 from .multitask import FewShotRegressor, SharedMemoryRegressor
@@ -15,7 +16,8 @@ from .regressors import (
 from .transfer import TransferRegressor
 
 __all__ = [
-    "MLP", "FewShotRegressor", "FineTuneRegressor", "GPDiscrepancyRegressor",
+    "MLP", "ConditionedLoraRegressor", "FewShotRegressor", "FineTuneRegressor",
+    "GPDiscrepancyRegressor",
     "GradientDiagnostics", "LoraRegressor", "MLPRegressor", "MultiFidelityGPRegressor",
     "QueryableLoraRegressor",
     "SharedMemoryRegressor", "TrainingDivergedError", "TransferRegressor", "load", "save"

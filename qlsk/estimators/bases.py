@@ -128,24 +128,34 @@ def base_predictions(base, given, X) -> np.ndarray:
 
 
 class SharesFitted:
-    """Parameters of the shared, fitted object named ``_shared`` are not this estimator's.
+    """The fitted objects named in ``_shared`` (by default the base) are shared, not owned.
 
-    Listing them (``get_params(deep=True)``) or setting them (``set_params(base__x=...)``)
-    would change the user's own fitted object, and every clone's, without any effect on
-    adaptation, which never retrains it.
+    ``clone`` (hence every search, cross-validation and refit) passes them on as they
+    are: a clone of a fitted base would be unfitted. Listing their parameters
+    (``get_params(deep=True)``) or setting them (``set_params(base__x=...)``) would
+    change the user's own fitted object, and every clone's, without any effect on
+    adaptation, which never retrains it, so neither is offered.
     """
 
-    _shared = "base"
+    _shared: tuple[str, ...] = ("base",)
+
+    def __sklearn_clone__(self):
+        from sklearn.base import clone
+
+        params = self.get_params(deep=False)
+        return type(self)(**{k: v if k in self._shared else clone(v, safe=False)
+                             for k, v in params.items()})
 
     def get_params(self, deep=True):
         """Get this estimator's parameters (``deep`` has no effect: see the class)."""
         return super().get_params(deep=False)
 
     def set_params(self, **params):
-        """Set this estimator's parameters; those of the shared fitted object are refused."""
-        nested = sorted(k for k in params if k.startswith(f"{self._shared}__"))
+        """Set this estimator's parameters; those of the shared fitted objects are refused."""
+        nested = sorted(k for k in params if k.split("__")[0] in self._shared and "__" in k)
         if nested:
-            raise ValueError(f"cannot set {nested}: {self._shared}= is a fitted object shared "
+            name = nested[0].split("__")[0]
+            raise ValueError(f"cannot set {nested}: {name}= is a fitted object shared "
                              f"with every clone and never retrained by this estimator; fit "
-                             f"another and pass it as {self._shared}=...")
+                             f"another and pass it as {name}=...")
         return super().set_params(**params)

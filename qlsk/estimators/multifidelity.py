@@ -217,11 +217,6 @@ class MultiFidelityGPRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         self.n_restarts_optimizer = n_restarts_optimizer
         self.random_state = random_state
 
-    def __sklearn_clone__(self):
-        # The base is shared, never cloned: a clone of a fitted base would be unfitted.
-        params = self.get_params(deep=False)
-        return type(self)(**params)
-
     def fit(self, X, y):
         """Fit the kind(s) by maximum marginal likelihood, and weigh them.
 
@@ -407,8 +402,10 @@ def dump_fitted(estimator: MultiFidelityGPRegressor) -> tuple[dict, dict]:
     return meta, tensors
 
 
-def restore_fitted(estimator: MultiFidelityGPRegressor, meta: dict, tensors: dict) -> None:
-    """Set the fitted state :func:`dump_fitted` wrote on an unfitted ``estimator``."""
+def restore_fitted(estimator: MultiFidelityGPRegressor, meta: dict, tensors: dict,
+                   device: str = "cpu") -> None:
+    """Set the fitted state :func:`dump_fitted` wrote on an unfitted ``estimator``
+    (``device`` is not used: the GPs are numpy)."""
     kinds = meta["kinds"]
     if not kinds or set(kinds) - set(KINDS):
         raise ValueError(f"the saved GP kinds {sorted(kinds)} are not among {KINDS}")

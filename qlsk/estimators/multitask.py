@@ -15,7 +15,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 from skorch.callbacks import Callback
@@ -609,13 +608,7 @@ class FewShotRegressor(SharesFitted, _DescribedRegressor):
                             f"{type(self.shared).__name__}")
         check_is_fitted(self.shared, "net_")
 
-    _shared = "shared"
-
-    def __sklearn_clone__(self):
-        # The shared model is used as it is, never cloned: a clone would be unfitted.
-        params = self.get_params(deep=False)
-        shared = params.pop("shared")
-        return type(self)(shared=shared, **{k: clone(v, safe=False) for k, v in params.items()})
+    _shared = ("shared",)
 
     def _text_settings(self):
         return self.shared._text_settings()

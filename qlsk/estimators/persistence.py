@@ -78,7 +78,8 @@ def _restore_state(meta: dict, tensors: dict, device: str, entry: registry.Stora
     try:
         estimator._validate_params()
         entry.restore(estimator, meta[entry.key], {k[len(prefix):]: v for k, v in
-                                                   tensors.items() if k.startswith(prefix)})
+                                                   tensors.items() if k.startswith(prefix)},
+                      device=device)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the saved {name} is incomplete or inconsistent: {exc!r}") from None
     except ValueError as exc:  # scikit-learn's InvalidParameterError among them

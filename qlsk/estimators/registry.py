@@ -9,7 +9,7 @@ Two kinds of entry:
 - a *network* (no ``dump``): a qlsk MLP, adapted or not, stored whole as weights plus
   the metadata persistence writes for every network;
 - a class with its own ``dump(estimator) -> (json, tensors)`` and
-  ``restore(estimator, json, tensors)``: persistence stores the constructor
+  ``restore(estimator, json, tensors, device=...)``: persistence stores the constructor
   parameters, the base and the fitted state these give, under ``key``.
 """
 
@@ -46,7 +46,8 @@ def storable(cls=None, *, dump=None, restore=None, key=None):
     dump, restore : callable or None
         For a class that is not a network: ``dump(estimator)`` returns the fitted
         state as JSON-serialisable metadata and a dict of tensors, and
-        ``restore(estimator, meta, tensors)`` sets it on a freshly constructed one.
+        ``restore(estimator, meta, tensors, device=...)`` sets it on a freshly
+        constructed one (on the device ``load`` was given).
     key : str or None
         The metadata key the fitted state is stored under (default: the class name).
     """

@@ -7,7 +7,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..adapters import QUERIES, inject, routing_weights
@@ -178,12 +177,6 @@ class _AdaptingRegressor(SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
         _hidden_sizes(self.hidden_layer_sizes)
         if self.base is not None:
             base_module(self.base)
-
-    def __sklearn_clone__(self):
-        # The base is shared, never cloned: a clone of a fitted base would be unfitted.
-        params = self.get_params(deep=False)
-        base = params.pop("base")
-        return type(self)(base=base, **{k: clone(v, safe=False) for k, v in params.items()})
 
     def _pretrain(self, X, y, seed) -> MLPRegressor:
         # Every MLPRegressor setting this estimator shares; callbacks belong to adapting.

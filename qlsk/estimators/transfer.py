@@ -142,12 +142,6 @@ class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         self.cv = cv
         self.random_state = random_state
 
-    def __sklearn_clone__(self):
-        # The base is shared, never cloned: a clone of a fitted base would be unfitted.
-        params = self.get_params(deep=False)
-        return type(self)(**{k: v if k == "base" else clone(v, safe=False)
-                             for k, v in params.items()})
-
     def _candidates(self, seed) -> dict:
         given = default_candidates() if self.candidates is None else self.candidates
         if not given:

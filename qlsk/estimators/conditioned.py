@@ -1,0 +1,222 @@
+"""LoRA with the task's description as an extra input: the plain rival of the atom
+memory's text channel, and today the better of the two (``docs/multitask.md``)."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..adapters import inject
+from ..adapters.conditioning import DescriptionInput
+from ._base import BaseNeuralRegressor
+from .bases import SharesFitted, base_module, check_fits
+from .multitask import _DescribedRegressor
+from .registry import storable
+
+
+class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
+    """LoRA on a frozen base, with the description's embedding as an extra input.
+
+    Every linear layer of a copy of ``base`` gets LoRA factors, and the embedding
+    ``e(c)`` of each row's task description shifts the first hidden layer through a
+    learned map ``V`` (zero at the start, so training starts at the base):
+    ``h_1 = act(W_1 x + b_1 + s B_1 A_1 x + V e(c))``. Trained on rows of many
+    described tasks, it predicts a new task from its description alone (zero-shot),
+    and adapts to a few of its rows from a fitted model (``init``, few-shot).
+
+    ``X`` is a pandas DataFrame: numeric input columns and one text column,
+    ``description_column``, holding each row's task description, as for
+    :class:`~qlsk.SharedMemoryRegressor`.
+
+    Parameters
+    ----------
+    base : qlsk.MLPRegressor, FrozenEstimator, torch.nn.Module, path or None, default=None
+        The fitted network to adapt (copied, never modified; shared with clones).
+        Ignored with ``init``; one of the two is needed.
+    init : ConditionedLoraRegressor or None, default=None
+        A fitted model to start from instead (few-shot adaptation): its LoRA factors
+        and map ``V`` are copied.
+    freeze_condition : bool, default=False
+        Keep ``V`` fixed: only the LoRA factors train.
+    description_column : str, default="description"
+        The text column of ``X``.
+    text_encoder : {"lexical", "semantic"} or callable, default="semantic"
+        How descriptions become vectors (:func:`qlsk.text.embed`): ``"semantic"`` is a
+        sentence encoder (MiniLM, shipped in the ``text`` extra), ``"lexical"`` a
+        hashed bag of words; a callable maps a string to a 1-d array.
+    rank : int, default=4
+        Rank of the LoRA factors on every linear layer.
+    alpha : float, default=16.0
+        LoRA scale numerator (the update is scaled by ``alpha / rank``).
+    lr : float, default=1e-3
+        AdamW's learning rate.
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    max_epochs : int, default=150
+        Passes over the training rows.
+    batch_size : int, default=32
+        Rows per step; every batch holds the rows of one task.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows and stop after ``patience`` epochs
+        without improvement, keeping the best weights.
+    validation_fraction : float, default=0.1
+    patience : int, default=20
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+    random_state : int, RandomState or None, default=None
+        The same value gives the same predictions on the same machine.
+    verbose : int, default=0
+        ``1`` shows a progress bar over epochs.
+    callbacks : list of skorch callbacks or None, default=None
+
+    Attributes
+    ----------
+    net_ : skorch.NeuralNetRegressor
+        The trained net; ``net_.module_`` is the
+        :class:`~qlsk.adapters.conditioning.DescriptionInput` module.
+    feature_columns_ : list of str
+        The numeric input columns, in order.
+    descriptions_ : list of str
+        The distinct descriptions seen in ``fit``.
+    embedding_dim_ : int
+        Length of the description embeddings.
+    n_trainable_params_ : int
+        LoRA factors plus ``V``.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss`` (and ``valid_loss``), ``dur``.
+
+    See Also
+    --------
+    SharedMemoryRegressor : the description as a prior over shared update atoms.
+
+    Examples
+    --------
+    >>> from qlsk import ConditionedLoraRegressor, MLPRegressor
+    >>> from qlsk.simlib import load_family
+    >>> fam = load_family("ishigami-ab", n_per_member=20, n_test=5, n_source=200,
+    ...                   random_state=0)
+    >>> base = MLPRegressor((16, 16), max_epochs=3, random_state=0).fit(
+    ...     fam.X_source, fam.y_source)
+    >>> model = ConditionedLoraRegressor(base=base, text_encoder="lexical", max_epochs=2,
+    ...                                  random_state=0).fit(fam.X_train, fam.y_train)
+    >>> model.predict(fam.X_heldout[:3]).shape
+    (3,)
+    """
+
+    def __init__(self, base=None, *, init=None, freeze_condition=False,
+                 description_column="description", text_encoder="semantic", rank=4,
+                 alpha=16.0, lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
+                 early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
+                 random_state=None, verbose=0, callbacks=None):
+        self.base = base
+        self.init = init
+        self.freeze_condition = freeze_condition
+        self.description_column = description_column
+        self.text_encoder = text_encoder
+        self.rank = rank
+        self.alpha = alpha
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    _shared = ("base", "init")  # fitted objects: clones share them
+
+    _parameter_constraints = {
+        **BaseNeuralRegressor._parameter_constraints,
+        "base": "no_validation",  # a fitted estimator, module, path: bases.base_module
+        "init": "no_validation",
+        "freeze_condition": ["boolean"],
+        "description_column": [str],
+        "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
+        "rank": [Interval(Real, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def _check_params(self):
+        super()._check_params()
+        if self.init is not None:
+            if not isinstance(self.init, ConditionedLoraRegressor):
+                raise TypeError(f"init must be a fitted ConditionedLoraRegressor, got "
+                                f"{type(self.init).__name__}")
+            check_is_fitted(self.init, "net_")
+        elif self.base is None:
+            raise ValueError("ConditionedLoraRegressor needs a fitted base (base=...) or a "
+                             "fitted model to start from (init=...)")
+        else:
+            base_module(self.base)
+
+    def _text_settings(self):
+        if self.init is not None:
+            return self.init._text_settings()
+        return self.description_column, self.text_encoder
+
+    def _fresh_module(self, n_outputs: int) -> DescriptionInput:
+        """The untrained module: LoRA on a copy of the base, and ``V = 0``."""
+        network = copy.deepcopy(base_module(self.base)).cpu().float()
+        check_fits(network, len(self.feature_columns_), n_outputs)
+        adapted = inject(network, "lora", rank=int(self.rank), alpha=self.alpha)
+        return DescriptionInput(adapted, self.embedding_dim_, len(self.feature_columns_))
+
+    def _build_module(self, Z, y, seed):
+        if self.init is not None:
+            module = copy.deepcopy(self.init.module_).cpu().float()
+            scale = self.init.net_.criterion_.scale.clone().cpu()
+        else:
+            module = self._fresh_module(y.shape[1])
+            scale = _loss_scale(module)
+        module.condition.requires_grad_(not self.freeze_condition)
+        return module, scale
+
+
+def _loss_scale(module: DescriptionInput) -> torch.Tensor:
+    mlp = module.adapted.base_model
+    return mlp.y_scale.clone() if hasattr(mlp, "y_scale") else torch.ones(1)
+
+
+def _dump(estimator: ConditionedLoraRegressor) -> tuple[dict, dict]:
+    """What :func:`qlsk.save` keeps besides the parameters and the base: the fitted
+    columns, descriptions and the whole module's weights."""
+    check_is_fitted(estimator, "net_")
+    if estimator.init is not None:
+        raise TypeError("save() keeps a ConditionedLoraRegressor fitted from a base; one "
+                        "fitted from init=... needs pickle")
+    meta = {"feature_columns_": list(estimator.feature_columns_),
+            "descriptions_": list(estimator.descriptions_),
+            "embedding_dim_": int(estimator.embedding_dim_),
+            "n_outputs_": int(estimator.n_outputs_), "y_was_1d": bool(estimator._y_was_1d),
+            "n_trainable_params_": int(estimator.n_trainable_params_),
+            "history_": estimator.history_,
+            "loss_scale": estimator.net_.criterion_.scale.cpu().tolist()}
+    return meta, dict(estimator.net_.module_.state_dict())
+
+
+def _restore(estimator: ConditionedLoraRegressor, meta: dict, tensors: dict,
+             device: str = "cpu") -> None:
+    for name in ("feature_columns_", "descriptions_", "embedding_dim_", "n_outputs_",
+                 "n_trainable_params_", "history_"):
+        setattr(estimator, name, meta[name])
+    estimator._y_was_1d = meta["y_was_1d"]
+    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
+        module = estimator._fresh_module(meta["n_outputs_"])
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ValueError(f"the saved weights do not fit the base: {exc}") from None
+    scale = torch.as_tensor(np.asarray(meta["loss_scale"], dtype=np.float32))
+    estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
+    estimator.net_.initialize()
+
+
+storable(ConditionedLoraRegressor, dump=_dump, restore=_restore, key="conditioned")

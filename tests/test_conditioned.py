@@ -1,0 +1,118 @@
+"""The description-as-input estimator: zero-shot and few-shot use, the bases it takes,
+scikit-learn's contract on DataFrames, save/load, and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV, GroupKFold
+
+import qlsk
+from qlsk import ConditionedLoraRegressor, MLPRegressor
+from qlsk.simlib import load_family
+
+TINY = {"max_epochs": 8, "batch_size": 16, "text_encoder": "lexical", "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def fam():
+    return load_family("ishigami-ab", n_per_member=16, n_test=8, n_source=200,
+                       random_state=0)
+
+
+@pytest.fixture(scope="module")
+def base(fam):
+    return MLPRegressor((16, 16), max_epochs=3, batch_size=64, random_state=0).fit(
+        fam.X_source, fam.y_source)
+
+
+@pytest.fixture(scope="module")
+def model(fam, base):
+    return ConditionedLoraRegressor(base=base, **TINY).fit(fam.X_train, fam.y_train)
+
+
+def test_the_description_moves_the_prediction_and_training_starts_at_the_base(fam, base,
+                                                                            model):
+    X = fam.X_heldout
+    right = model.predict(X)
+    other = X.assign(description="a description of some other task entirely")
+    assert right.shape == (len(X),) and not np.allclose(right, model.predict(other))
+    untrained = ConditionedLoraRegressor(base=base, **{**TINY, "max_epochs": 1, "lr": 1e-12}).fit(
+        fam.X_train, fam.y_train)
+    inputs = X.drop(columns="description")
+    np.testing.assert_allclose(untrained.predict(X), base.predict(inputs), rtol=1e-5,
+                               atol=1e-6)
+    assert model.descriptions_ == sorted(set(fam.X_train.description))
+    assert model.feature_columns_ == list(inputs.columns)
+    lora = sum(p.numel() for n, p in model.module_.named_parameters() if "lora" in n)
+    assert model.n_trainable_params_ == lora + model.module_.condition.weight.numel()
+
+
+def test_same_seed_same_predictions_and_few_shot_from_a_fitted_model(fam, base, model):
+    again = ConditionedLoraRegressor(base=base, **TINY).fit(fam.X_train, fam.y_train)
+    np.testing.assert_array_equal(again.predict(fam.X_heldout), model.predict(fam.X_heldout))
+    rows = fam.X_heldout.iloc[:8]
+    few = ConditionedLoraRegressor(init=model, freeze_condition=True, max_epochs=3,
+                                   random_state=0).fit(rows, fam.y_heldout[:8])
+    np.testing.assert_array_equal(few.module_.condition.weight.detach(),
+                                  model.module_.condition.weight.detach())
+    assert few.n_trainable_params_ < model.n_trainable_params_
+
+
+def test_bases_it_takes(fam, base, model, tmp_path):
+    X, y = fam.X_train, fam.y_train
+    frozen = ConditionedLoraRegressor(base=FrozenEstimator(base), **TINY).fit(X, y)
+    np.testing.assert_allclose(frozen.predict(X), model.predict(X), rtol=1e-6)
+    qlsk.save(base, tmp_path / "base.qlsk")
+    from_path = ConditionedLoraRegressor(base=str(tmp_path / "base.qlsk"), **TINY).fit(X, y)
+    np.testing.assert_allclose(from_path.predict(X), model.predict(X), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"fitted base \(base=...\) or a fitted model"):
+        ConditionedLoraRegressor(**TINY).fit(X, y)
+    with pytest.raises(TypeError, match="init must be a fitted ConditionedLoraRegressor"):
+        ConditionedLoraRegressor(init=base, **TINY).fit(X, y)
+    with pytest.raises(ValueError, match="base network expects 3"):
+        ConditionedLoraRegressor(base=base, **TINY).fit(X.assign(x4=0.0), y)
+
+
+def test_clone_and_a_search_scored_by_task(fam, base):
+    est = ConditionedLoraRegressor(base=base, **{**TINY, "max_epochs": 2})
+    assert clone(est).base is base and clone(est).get_params()["rank"] == 4
+    groups = fam.X_train.description.factorize()[0]
+    search = GridSearchCV(est, {"rank": [1, 2]}, cv=GroupKFold(2)).fit(
+        fam.X_train, fam.y_train, groups=groups)
+    assert search.best_params_["rank"] in (1, 2) and search.best_estimator_.base is base
+
+
+def test_save_and_load_give_the_same_predictions(fam, model, tmp_path):
+    path = tmp_path / "conditioned.qlsk"
+    qlsk.save(model, path)
+    loaded = qlsk.load(path)
+    assert isinstance(loaded, ConditionedLoraRegressor)
+    np.testing.assert_array_equal(loaded.predict(fam.X_heldout), model.predict(fam.X_heldout))
+    assert loaded.descriptions_ == model.descriptions_ and loaded.text_encoder == "lexical"
+    with pytest.raises(FileExistsError):
+        qlsk.save(model, path)
+    few = ConditionedLoraRegressor(init=model, max_epochs=1, random_state=0).fit(
+        fam.X_heldout.iloc[:8], fam.y_heldout[:8])
+    with pytest.raises(TypeError, match="init"):
+        qlsk.save(few, tmp_path / "few.qlsk")
+    assert not (tmp_path / "few.qlsk").exists()
+    custom = ConditionedLoraRegressor(base=model.base, **{**TINY, "max_epochs": 1,
+                                                          "text_encoder": lambda t: np.ones(3)})
+    custom.fit(fam.X_train, fam.y_train)
+    with pytest.raises(TypeError, match="text_encoder"):
+        qlsk.save(custom, tmp_path / "custom.qlsk")
+
+
+def test_bad_input_names_the_problem(fam, model):
+    X = fam.X_heldout
+    with pytest.raises(ValueError, match="no description column 'description'"):
+        model.predict(X.drop(columns="description"))
+    with pytest.raises(ValueError, match="non-empty string"):
+        model.predict(X.assign(description=""))
+    with pytest.raises(TypeError, match="pandas DataFrame"):
+        model.predict(X.drop(columns="description").to_numpy())
+    with pytest.raises(ValueError, match="missing or infinite"):
+        model.predict(X.assign(x1=np.nan))
+    assert torch.is_tensor(model.module_.condition.weight)
