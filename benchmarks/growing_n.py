@@ -4,9 +4,10 @@ the target rows grow.
 Per cell (task, seed), one base pretrained on the source rows, then at every target size
 ``n`` (50 up to 10,000 rows): the exact GPs of :class:`qlsk.MultiFidelityGPRegressor`
 (``gp-ar1``, ``gp-nargp``; their cost grows with ``n³``, so only up to
-``--exact-max`` rows), the same two models as stochastic variational GPs
-(``svgp-ar1``, ``svgp-nargp``: GPyTorch, 256 learned inducing points, from
-``--svgp-min`` rows) and the adapters at their defaults (``lora``, ``ql``,
+``--exact-max`` rows; above that, ``gp-ar1-subset`` and ``gp-nargp-subset`` fit them on a
+random ``--exact-max`` of the rows, the classic fallback), the same two models as
+stochastic variational GPs (``svgp-ar1``, ``svgp-nargp``: GPyTorch, 256 learned
+inducing points, from ``--svgp-min`` rows) and the adapters at their defaults (``lora``, ``ql``,
 ``finetune``: regularisation chosen by the evidence). Scores: test RMSE / sd(target)
 on clean targets, and fit time. The crossover ``n*`` of a task is the smallest size
 from which an adapter beats every GP fitted at that size, at that size and every
@@ -42,28 +43,34 @@ TASKS = ["park91a-lf-to-hf", "friedman-sine-doubled", "robot-3-to-4-segments",
          "moon-hd-to-c2"]
 FULL = {"tasks": TASKS, "sizes": [50, 200, 1000, 3000, 10000], "seeds": [0],
         "n_source": 2000, "n_test": 2000, "exact_max": 1000, "svgp_min": 1000,
-        "svgp_steps": 2000}
+        "svgp_steps": 2000, "subset_gp": True}
 QUICK = {"tasks": ["park91a-lf-to-hf"], "sizes": [50, 1000], "seeds": [0],
          "n_source": 1000, "n_test": 1000, "exact_max": 1000, "svgp_min": 1000,
-         "svgp_steps": 2000}
+         "svgp_steps": 2000, "subset_gp": True}
 ADAPTERS = {"lora": LoraRegressor, "ql": QueryableLoraRegressor, "finetune": FineTuneRegressor}
-GPS = ("gp-ar1", "gp-nargp", "svgp-ar1", "svgp-nargp")
+GPS = ("gp-ar1", "gp-nargp", "gp-ar1-subset", "gp-nargp-subset", "svgp-ar1", "svgp-nargp")
 
 
-def _models(config, task, base, seed, n_train):
+def _models(config, task, base, seed, n_train) -> dict:
+    """``method: (model, rows)`` for one size; ``rows`` None fits every row."""
     models = {}
-    if n_train <= config["exact_max"]:
-        models.update({m: make_peer(m, base, task, seed) for m in ("gp-ar1", "gp-nargp")})
+    exact = config["exact_max"]
+    for kind in ("ar1", "nargp"):
+        if n_train <= exact:
+            models[f"gp-{kind}"] = make_peer(f"gp-{kind}", base, task, seed), None
+        elif config["subset_gp"]:  # the classic scalable fallback: the exact GP on a subset
+            rows = np.random.default_rng(seed).permutation(n_train)[:exact]
+            models[f"gp-{kind}-subset"] = make_peer(f"gp-{kind}", base, task, seed), rows
     if n_train >= config["svgp_min"]:
         from .scalable_gp import SVGPRegressor
 
-        models.update({f"svgp-{kind}": SVGPRegressor(base, kind=kind, bounds=task.bounds,
-                                                     n_steps=config["svgp_steps"],
-                                                     random_state=seed)
+        models.update({f"svgp-{kind}": (SVGPRegressor(base, kind=kind, bounds=task.bounds,
+                                                      n_steps=config["svgp_steps"],
+                                                      random_state=seed), None)
                        for kind in ("ar1", "nargp")})
     # the adapters at their defaults; --max-steps caps their fits (for a quick check only)
     capped = {} if config.get("max_steps") is None else {"max_steps": config["max_steps"]}
-    models.update({name: cls(base=base, random_state=seed, **capped)
+    models.update({name: (cls(base=base, random_state=seed, **capped), None)
                    for name, cls in ADAPTERS.items()})
     return models
 
@@ -74,11 +81,15 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     with threadpool_limits(1):  # as every study here: one core per cell
         for n_train, task, base in sizes_on_one_base(config, task_name, seed):
             model_seed = _seed(task_name, seed, n_train)
-            for method, model in _models(config, task, base, model_seed, n_train).items():
+            models = _models(config, task, base, model_seed, n_train)
+            for method, (model, subset) in models.items():
+                X, y = task.X_train, task.y_train
+                if subset is not None:
+                    X, y = X[subset], y[subset]
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ConvergenceWarning)
-                    model.fit(task.X_train, task.y_train)
+                    model.fit(X, y)
                 fit_time = time.perf_counter() - t0
                 rows.append({"task": task_name, "seed": seed, "n_train": n_train,
                              "method": method, "fit_time_s": fit_time,
@@ -163,6 +174,8 @@ def main(argv=None) -> None:
                         help="the largest n the exact GPs are fitted at (default 1000)")
     parser.add_argument("--svgp-min", type=int, default=None,
                         help="the smallest n the variational GPs are fitted at (default 1000)")
+    parser.add_argument("--no-subset-gp", dest="subset_gp", action="store_false",
+                        help="no exact GPs on a subset above --exact-max rows")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="cap the adapters' full-batch steps per strength (default: "
                              "theirs, 2000)")
@@ -170,6 +183,7 @@ def main(argv=None) -> None:
                         help="Adam steps of each variational GP (default 2000)")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
+    config["subset_gp"] = args.subset_gp
     for key in ("exact_max", "svgp_min", "svgp_steps", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)

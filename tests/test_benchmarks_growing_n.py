@@ -19,7 +19,8 @@ def test_tiny_run_fits_each_gp_where_it_is_asked_and_plots(tmp_path):
     df = pd.read_csv(output / "results.csv")
     methods = df.groupby("n_train").method.apply(set)
     assert methods[20] == {"gp-ar1", "gp-nargp", "lora", "ql", "finetune"}
-    assert methods[60] == {"svgp-ar1", "svgp-nargp", "lora", "ql", "finetune"}
+    assert methods[60] == {"gp-ar1-subset", "gp-nargp-subset", "svgp-ar1", "svgp-nargp", "lora",
+                           "ql", "finetune"}
     assert (df.rmse_sd > 0).all() and (df.fit_time_s > 0).all()
     assert (output / "growing_n_forrester-lf-to-hf.png").stat().st_size > 0
     assert "Crossover n*" in (output / "growing_n.md").read_text()
