@@ -1,4 +1,5 @@
-"""Shared fixtures: a real, throwaway PostgreSQL server on loopback; one BLAS thread.
+"""Shared fixtures: a real, throwaway PostgreSQL server on loopback; a small task family
+and its pretrained base; one BLAS thread.
 
 Markers (registered in pyproject.toml) are set here from what a test uses, so that no
 test can forget one: ``postgres`` (the server fixture), ``dask`` (a Dask cluster, by the
@@ -63,6 +64,24 @@ def postgres_url():
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fam():
+    """A small task family (ishigami-ab): 16 rows per member, a source for the base."""
+    from qlsk.simlib import load_family
+
+    return load_family("ishigami-ab", n_per_member=16, n_test=8, n_source=200,
+                       random_state=0)
+
+
+@pytest.fixture(scope="session")
+def fam_base(fam):
+    """A small MLP pretrained on the family's source rows (shared: never refit it)."""
+    from qlsk import MLPRegressor
+
+    return MLPRegressor((16, 16), max_epochs=3, batch_size=64, random_state=0).fit(
+        fam.X_source, fam.y_source)
 
 
 @pytest.fixture(scope="module")

@@ -23,22 +23,14 @@ from qlsk.estimators.multitask import (
     SharedMemoryRegressor,
     _TaskBatches,
 )
-from qlsk.simlib import load_family
 from qlsk.text import embed
 
 TINY = {"max_epochs": 2, "batch_size": 16, "random_state": 0}
 
 
 @pytest.fixture(scope="module")
-def fam():
-    return load_family("ishigami-ab", n_per_member=16, n_test=8, n_source=200,
-                       random_state=0)
-
-
-@pytest.fixture(scope="module")
-def base(fam):
-    return MLPRegressor((16, 16), max_epochs=3, batch_size=64, random_state=0).fit(
-        fam.X_source, fam.y_source)
+def base(fam_base):
+    return fam_base
 
 
 @pytest.fixture(scope="module")
