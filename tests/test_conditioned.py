@@ -33,7 +33,7 @@ def test_the_description_moves_the_prediction_and_training_starts_at_the_base(fa
     untrained = ConditionedLoraRegressor(base=base, **{**TINY, "max_epochs": 1, "lr": 1e-12}).fit(
         fam.X_train, fam.y_train)
     inputs = X.drop(columns="description")
-    np.testing.assert_allclose(untrained.predict(X), base.predict(inputs), rtol=1e-5,
+    np.testing.assert_allclose(untrained.predict(X), base.predict(inputs.to_numpy()), rtol=1e-5,
                                atol=1e-6)
     assert model.descriptions_ == sorted(set(fam.X_train.description))
     assert model.feature_columns_ == list(inputs.columns)

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapters import inject
 from ..adapters.conditioning import DescriptionInput
 from ._base import BaseNeuralRegressor
-from .bases import SharesFitted, base_module, check_fits
+from .bases import SharesFitted, base_module, check_feature_names, check_fits
 from .multitask import _DescribedRegressor
 from .registry import storable
 
@@ -174,6 +174,7 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
             module = copy.deepcopy(self.init.module_).cpu().float()
             scale = self.init.net_.criterion_.scale.clone().cpu()
         else:
+            check_feature_names(list(self.feature_columns_), self.base)
             module = self._fresh_module(y.shape[1])
             scale = _loss_scale(module)
         module.condition.requires_grad_(not self.freeze_condition)
