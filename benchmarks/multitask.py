@@ -40,7 +40,6 @@ import math
 import os
 import time
 import warnings
-import zlib
 
 import numpy as np
 import pandas as pd
@@ -51,7 +50,7 @@ from qlsk import ConditionedLoraRegressor, FineTuneRegressor, LoraRegressor, MLP
 from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
 from qlsk.simlib import list_families, load_family
 
-from .cells import _gp
+from .cells import _gp, _seed
 from .run import read_done
 from .stats import paired_summary
 
@@ -77,10 +76,6 @@ USAGE_ROWS = 200
 # LoRA and fine-tuning without the learned output calibration, like the shared memory
 # and the conditioning network: every LoRA-factor method trains the same parameters.
 PLAIN = {"output_calibration": False, "regularization": "fixed"}
-
-
-def _seed(*parts) -> int:
-    return zlib.crc32("/".join(map(str, parts)).encode()) % (2**31)
 
 
 def _rmse_sd(pred, y, sd) -> float:
