@@ -35,7 +35,6 @@ seed, member[, n]) pairs (:mod:`benchmarks.stats`).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -51,7 +50,7 @@ from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
 from qlsk.simlib import list_families, load_family
 
 from .cells import _gp, _seed
-from .run import read_done
+from .runner import run_cells
 from .stats import paired_summary
 
 QUICK = {"families": ["ishigami-ab"], "seeds": [0], "encoders": ["semantic"],
@@ -728,8 +727,15 @@ def cells(config: dict) -> list[tuple[str, int, str]]:
     return first + rest
 
 
-def cell_key(family: str, seed: int, part: str) -> str:
-    return f"{family}|{seed}|{part}"
+def _cell(config: dict, family: str, seed: int, part: str) -> dict:
+    return {"family": family, "seed": seed, "part": part, **run_cell(config, family, seed, part)}
+
+
+def _same_settings(previous: dict, config: dict) -> bool:
+    """A run may grow by families, seeds and encoders; every other setting must match."""
+    grown = ("families", "seeds", "encoders")
+    return ({k: v for k, v in previous.items() if k not in grown}
+            == {k: v for k, v in config.items() if k not in grown})
 
 
 def run(config: dict, output: str, limit_s: float | None = None) -> list[dict]:
@@ -737,42 +743,8 @@ def run(config: dict, output: str, limit_s: float | None = None) -> list[dict]:
 
     ``limit_s``: start no new cell after this many seconds (the run resumes later).
     """
-    os.makedirs(output, exist_ok=True)
-    config_path = os.path.join(output, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = json.load(f)
-        if {k: v for k, v in previous.items() if k not in ("families", "seeds", "encoders")} \
-                != {k: v for k, v in config.items() if k not in ("families", "seeds",
-                                                                 "encoders")}:
-            raise SystemExit(f"{output} holds a run with other settings; use a new --output")
-    with open(config_path, "w") as f:
-        json.dump(config, f, indent=1)
-    cells_path = os.path.join(output, "cells.jsonl")
-    done = read_done(cells_path)
-    todo = [c for c in cells(config) if cell_key(*c) not in done]
-    t0 = time.perf_counter()
-    with open(cells_path, "a") as out:
-        for family, seed, part in todo:
-            if limit_s is not None and time.perf_counter() - t0 > limit_s:
-                print(f"time limit reached; {len(todo)} cells were to do, rerun to resume")
-                break
-            record = {"key": cell_key(family, seed, part), "family": family, "seed": seed,
-                      "part": part, **run_cell(config, family, seed, part)}
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-            done[record["key"]] = record["rows"]
-            print(f"{record['key']}: {record['seconds']:.0f} s", flush=True)
-    records = []
-    with open(cells_path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    wanted = {cell_key(*c) for c in cells(config)}
-    return [r for r in records if r["key"] in wanted]
+    return list(run_cells(_cell, config, cells(config), output, same=_same_settings,
+                          limit_s=limit_s).values())
 
 
 def main(argv=None) -> None:

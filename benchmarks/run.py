@@ -12,15 +12,13 @@ that is interrupted resumes where it stopped when started again with the same
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import pandas as pd
 
 from .cells import METHODS, run_cell
+from .runner import cell_key, read_done, run_cells
 
 QUICK = {
     "tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "forrester-lf-to-hf"],
@@ -137,120 +135,28 @@ def make_config(args) -> dict:
     return config
 
 
-def cell_key(task: str, seed: int) -> str:
-    return f"{task}|{seed}"
-
-
-def read_done(path: str) -> dict[str, list[dict]]:
-    """Finished cells from ``cells.jsonl``; a line cut short by an interruption is skipped."""
-    done = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                done[record["key"]] = record["rows"]
-    return done
-
-
-def _executor(args):
-    if args.dask_scheduler:
-        from distributed import Client
-
-        client = Client(args.dask_scheduler)
-        return client, lambda cfg, *cell: client.submit(run_cell, cfg, *cell, pure=False)
-    pool = ProcessPoolExecutor(max_workers=args.jobs,
-                               mp_context=multiprocessing.get_context("spawn"))
-    return pool, lambda cfg, *cell: pool.submit(run_cell, cfg, *cell)
-
-
-def open_run(config: dict, output: str):
-    """Prepare ``output`` for ``config`` and read back the cells already finished there.
-
-    A folder that holds a run with another configuration is refused, never mixed.
-
-    Returns
-    -------
-    cells_path : str
-        ``output/cells.jsonl``, one line per finished cell.
-    done : dict
-        Rows of the finished cells, by :func:`cell_key`.
-    cells, todo : list of (task, seed)
-        Every cell of ``config``, and those not finished yet.
-    """
-    os.makedirs(output, exist_ok=True)
-    config_path = os.path.join(output, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = json.load(f)
-        if previous != config:
-            raise SystemExit(f"{output} holds a run with another configuration; "
-                             "use a new --output to keep it")
-    else:
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=1)
-    cells_path = os.path.join(output, "cells.jsonl")
-    done = read_done(cells_path)
-    cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
-    todo = [c for c in cells if cell_key(*c) not in done]
-    if done:
-        print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
-    return cells_path, done, cells, todo
-
-
 def run_serially(run_cell, config: dict, output: str, report_only: bool = False) -> list[dict]:
     """Run the missing cells one after another in this process; return every row.
 
     ``run_cell(config, task, seed)`` returns a cell's rows. With ``report_only``, run
     nothing and return the rows of the cells finished so far.
     """
-    cells_path, done, cells, todo = open_run(config, output)
+    cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
     if report_only:
-        cells, todo = [c for c in cells if cell_key(*c) in done], []
-    for i, cell in enumerate(todo):
-        t0 = time.perf_counter()
-        rows = run_cell(config, *cell)
-        with open(cells_path, "a") as out:
-            out.write(json.dumps({"key": cell_key(*cell), "rows": rows}) + "\n")
-        done[cell_key(*cell)] = rows
-        print(f"cell {i + 1}/{len(todo)} {cell_key(*cell)}: "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-    return [row for cell in cells for row in done[cell_key(*cell)]]
+        done = read_done(os.path.join(output, "cells.jsonl"))
+        return [row for c in cells if cell_key(*c) in done for row in done[cell_key(*c)]]
+    records = run_cells(run_cell, config, cells, output)
+    return [row for record in records.values() for row in record["rows"]]
 
 
 def run(config: dict, output: str, args) -> list[dict]:
-    """Run the missing cells of ``config`` into ``output``; return every row."""
-    cells_path, done, cells, todo = open_run(config, output)
-    if todo:
-        from tqdm.auto import tqdm
-
-        executor, submit = _executor(args)
-        try:
-            futures = {submit(config, *cell): cell for cell in todo}
-            if args.dask_scheduler:
-                from distributed import as_completed as completed
-            else:
-                completed = as_completed
-            with open(cells_path, "a") as out, tqdm(
-                    total=len(cells), initial=len(cells) - len(todo), desc="cells",
-                    unit="cell") as bar:
-                for future in completed(futures):
-                    cell = futures[future]
-                    rows = future.result()
-                    out.write(json.dumps({"key": cell_key(*cell), "rows": rows}) + "\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                    done[cell_key(*cell)] = rows
-                    bar.update(1)
-        finally:
-            if args.dask_scheduler:
-                executor.close()
-            else:
-                executor.shutdown(cancel_futures=True)
+    """Run the missing cells of ``config`` into ``output`` (local processes or a Dask
+    cluster); return every row, in a fixed order."""
+    cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
+    records = run_cells(run_cell, config, cells, output, jobs=args.jobs,
+                        dask_scheduler=args.dask_scheduler, progress="bar")
     order = {n: i for i, n in enumerate(config["sizes"])}
-    rows = [row for cell in cells for row in done[cell_key(*cell)]]
+    rows = [row for record in records.values() for row in record["rows"]]
     return sorted(rows, key=lambda r: (config["tasks"].index(r["task"]), order[r["n_train"]],
                                        r["seed"], config["methods"].index(r["method"])))
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import optuna
@@ -47,6 +45,7 @@ from qlsk.tuning import make_storage, refit_best, tune
 
 from .cells import _seed, pretrain_base, rmse_sd
 from .run import DEFAULTS, resolve_tasks
+from .runner import executor
 from .stats import paired_summary
 
 METHODS = ("lora", "ql", "finetune", "ql-noise")
@@ -203,19 +202,9 @@ def _result(storage, key: str):
 def run(config: dict, storage_url: str, workers: int, dask_scheduler=None) -> None:
     """Start the workers on the storage and wait until every study is done."""
     release_claims(make_storage(storage_url))
-    if dask_scheduler:
-        from distributed import Client
-
-        with Client(dask_scheduler) as client:
-            futures = [client.submit(worker, config, storage_url, i, pure=False)
-                       for i in range(workers)]
-            client.gather(futures)
-        return
-    if workers == 1:
-        worker(config, storage_url, 0)
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in [pool.submit(worker, config, storage_url, i) for i in range(workers)]:
+    with executor(workers, dask_scheduler) as (submit, completed):
+        for future in completed([submit(worker, config, storage_url, i)
+                                 for i in range(workers)]):
             future.result()
 
 
