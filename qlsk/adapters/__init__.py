@@ -6,6 +6,7 @@ estimators are one of its clients.
 
 from .ablations import QUERIES, build_memory
 from .calibration import OutputCalibration, least_squares_calibration, uncalibrated
+from .config import LoraConfig, QueryableLoraConfig
 from .diagnostics import (
     adapter_grad_norms,
     atom_usage,
@@ -31,8 +32,9 @@ from .prior_map import PriorMap, SharedMemoryModel
 from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
 
 __all__ = [
-    "LORA_OPTIONS", "QUERIES", "QUERYABLE_OPTIONS", "AdaptedModel", "AtomMemory", "LoraLinear",
-    "OutputCalibration", "PriorMap", "QueryableLoraLinear", "SharedMemoryModel",
+    "LORA_OPTIONS", "QUERIES", "QUERYABLE_OPTIONS", "AdaptedModel", "AtomMemory", "LoraConfig",
+    "LoraLinear", "OutputCalibration", "PriorMap", "QueryableLoraConfig", "QueryableLoraLinear",
+    "SharedMemoryModel",
     "adapter_grad_norms", "adapter_state_dict", "atom_usage", "build_memory",
     "count_trainable_parameters", "gradient_concentration", "inject", "instruction_prior",
     "least_squares_calibration", "load_adapter", "load_adapter_state_dict", "merge",

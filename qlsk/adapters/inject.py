@@ -5,23 +5,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import torch
 from torch import nn
 
 from ..files import write_safetensors
 from .ablations import build_memory
+from .config import METHOD_CONFIGS, LoraConfig, QueryableLoraConfig, config_class
 from .lora import LoraLinear
 from .queryable import AtomMemory, QueryableLoraLinear, instruction_prior
 
-METHODS = ("queryable", "lora")
-LORA_OPTIONS = {"rank": 8, "alpha": 16.0, "dropout": 0.0}
-QUERYABLE_OPTIONS = {
-    **LORA_OPTIONS, "n_atoms": 16, "top_k": 2, "block_size": 2, "temperature": 1.0,
-    "routing_noise": 0.0, "key_dim": None, "prior_strength": 1.0, "prior_temperature": 0.5,
-    "task_description": None, "text_encoder": "lexical", "query": "state+depth",
-    "freeze_atoms": False,
-}
+METHODS = tuple(METHOD_CONFIGS)
+# Read-only views of the config classes' defaults (defined in qlsk.adapters.config).
+LORA_OPTIONS = MappingProxyType(LoraConfig.defaults())
+QUERYABLE_OPTIONS = MappingProxyType(QueryableLoraConfig.defaults())
 
 
 class AdaptedModel(nn.Module):
@@ -85,14 +83,15 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def _options(method: str, config: dict) -> dict:
-    defaults = {"queryable": QUERYABLE_OPTIONS, "lora": LORA_OPTIONS}.get(method)
-    if defaults is None:
-        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown option(s) for method={method!r}: {unknown}")
-    return {**defaults, **config}
+def _options(method, config: dict) -> tuple[str, dict]:
+    """The method's name and every option (validated), from a name and keyword options
+    or from a config object alone."""
+    if isinstance(method, LoraConfig):
+        if config:
+            raise TypeError("give the options in the config object or as keywords, not "
+                            f"both: {sorted(config)}")
+        return method.method, method.to_dict()
+    return method, config_class(method).from_options(**config).to_dict()
 
 
 def _log_prior(options: dict) -> torch.Tensor | None:
@@ -104,7 +103,7 @@ def _log_prior(options: dict) -> torch.Tensor | None:
                              options["n_atoms"], options["prior_temperature"])
 
 
-def inject(model: nn.Module, method: str = "queryable", target_modules=None,
+def inject(model: nn.Module, method: str | LoraConfig = "queryable", target_modules=None,
            **config) -> AdaptedModel:
     """Freeze ``model`` and wrap its linear layers with LoRA or Queryable LoRA.
 
@@ -115,29 +114,33 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
     ----------
     model : torch.nn.Module
         Any network with ``nn.Linear`` layers: an MLP, attention projections, ...
-    method : {"queryable", "lora"}
-        Queryable LoRA (shared routed atoms) or plain LoRA.
+    method : {"queryable", "lora"}, LoraConfig or QueryableLoraConfig
+        Queryable LoRA (shared routed atoms) or plain LoRA; or a config object of
+        :mod:`qlsk.adapters.config`, which gives the method and every option.
     target_modules : None, str, list of str or callable
         Which layers to adapt. ``None``: every ``nn.Linear`` in registration order.
         A string: a regular expression that must match the full module name. A list
         of names: exactly those, **in the given order**, which must be the order in
         which the model calls them. A callable ``(name, module) -> bool``.
     **config
-        ``rank`` (8), ``alpha`` (16), ``dropout`` (0) for both methods; for
-        ``"queryable"`` also ``n_atoms`` (16), ``top_k`` (2), ``block_size`` (2),
-        ``temperature`` (1), ``routing_noise`` (0: see
-        :class:`~qlsk.adapters.queryable.AtomMemory`), ``key_dim`` (``max(rank, 8)``),
-        ``prior_strength`` (1), ``prior_temperature`` (0.5), ``task_description``
-        (None: no prior; a string or a precomputed vector), ``text_encoder``
-        ("lexical", "semantic" or a callable), and two ablation switches whose
-        defaults are the method:
-        ``query`` ("state+depth"; or "state", "detached", "constant", "random") and
-        ``freeze_atoms`` (False), see :func:`qlsk.adapters.ablations.build_memory`.
+        The options of the method, with their defaults, documentation and
+        validation in :class:`~qlsk.adapters.config.LoraConfig` (``"lora"``: ``rank``,
+        ``alpha``, ``dropout``) and :class:`~qlsk.adapters.config.QueryableLoraConfig`
+        (``"queryable"``: those, the memory and routing options, the instruction prior,
+        and the ablation switches ``query`` and ``freeze_atoms``, see
+        :func:`qlsk.adapters.ablations.build_memory`).
 
     Returns
     -------
     AdaptedModel
-        Only the adapter parameters require gradients.
+        Only the adapter parameters require gradients; ``config`` holds every option.
+
+    Raises
+    ------
+    TypeError
+        For an option the method does not have, naming it.
+    ValueError
+        For an unknown method or an invalid option value, naming it.
 
     Examples
     --------
@@ -150,7 +153,7 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
     >>> adapted(torch.randn(5, 4)).shape
     torch.Size([5, 1])
     """
-    options = _options(method, config)
+    method, options = _options(method, config)
     chosen = _select(model, target_modules)
     model.requires_grad_(False)
     n_layers = len(chosen)
@@ -158,8 +161,6 @@ def inject(model: nn.Module, method: str = "queryable", target_modules=None,
     memory = None
     if method == "queryable":
         block_size = options["block_size"]
-        if int(block_size) != block_size or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         first = chosen[0][1]
         memory = build_memory(
             rank, options["n_atoms"], math.ceil(n_layers / block_size), first.in_features,

@@ -263,9 +263,11 @@ def grow_memory(model: SharedMemoryModel, n_new: int) -> None:
     old = memory.n_atoms
     deltas, keys = memory.atom_deltas, memory.keys
     with torch.no_grad():
-        memory.atom_deltas = nn.Parameter(
-            torch.cat([deltas, deltas.new_zeros(n_new, *deltas.shape[1:])]),
-            requires_grad=deltas.requires_grad)
+        grown = torch.cat([deltas, deltas.new_zeros(n_new, *deltas.shape[1:])])
+        if isinstance(deltas, nn.Parameter):
+            memory.atom_deltas = nn.Parameter(grown, requires_grad=deltas.requires_grad)
+        else:  # freeze_atoms: the atoms stay a zero buffer, not saved
+            memory.atom_deltas = grown
         fresh = torch.randn(n_new, keys.shape[1], dtype=keys.dtype, device=keys.device)
         memory.keys = nn.Parameter(torch.cat([keys, fresh]), requires_grad=keys.requires_grad)
         rows = torch.as_tensor(seeded_projection(old + n_new, prior.embedding_dim)[old:],

@@ -21,6 +21,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from ..adapters import inject
+from ..adapters.config import QueryableLoraConfig, parameter_docs
 from ..adapters.prior_map import (
     PriorMap,
     SharedMemoryModel,
@@ -39,6 +40,7 @@ from .regressors import (
     _TRAINING_DOC,
     QueryableLoraRegressor,
     _AdaptingRegressor,
+    adapter_options,
 )
 
 _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
@@ -252,6 +254,17 @@ class _DescribedRegressor(BaseNeuralRegressor):
             "descriptions": list(self.descriptions_)})
 
 
+# The adapter options documented as QueryableLoraRegressor's (text_encoder and
+# prior_temperature, also options, are documented here for the prior map), and the
+# defaults of this estimator that differ from QueryableLoraConfig's on purpose: a smaller
+# memory and one routing decision per layer.
+_SHARED_OPTIONS = ("rank", "alpha", "n_atoms", "top_k", "block_size", "temperature",
+                   "routing_noise", "prior_strength", "query", "freeze_atoms")
+_SHARED_DEFAULTS = {"rank": 4, "n_atoms": 8, "block_size": 1}
+_SHARED_OPTIONS_DOC = parameter_docs(QueryableLoraConfig, _SHARED_OPTIONS,
+                                     _SHARED_DEFAULTS).strip()
+
+
 class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
     __doc__ = f"""Queryable LoRA with one atom memory shared by many described tasks.
 
@@ -274,8 +287,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         ``"fixed"``: ``P`` is the seeded projection of
         :func:`qlsk.adapters.instruction_prior`. ``"learned"``: ``P`` starts there and
         is trained with the adapter.
-    rank, alpha, n_atoms, top_k, block_size, temperature, prior_strength
-        As for :class:`qlsk.QueryableLoraRegressor` (defaults 4, 16, 8, 2, 1, 1, 1).
+    {_SHARED_OPTIONS_DOC}
     prior_temperature : float, default=0.5
         ``tau_pi`` of the prior map.
     memory : str, os.PathLike or None, default=None
@@ -337,9 +349,13 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
     (3,)
     """
 
+    # Adapter options are QueryableLoraConfig's, with its defaults but those in
+    # _SHARED_DEFAULTS (rank=4, n_atoms=8, block_size=1, kept from before the config).
+    # No task_description (each row's comes from X), dropout or key_dim.
     def __init__(self, base=None, *, description_column="description", text_encoder="lexical",
                  prior_map="learned", rank=4, alpha=16.0, n_atoms=8, top_k=2, block_size=1,
-                 temperature=1.0, prior_strength=1.0, prior_temperature=0.5, memory=None,
+                 temperature=1.0, routing_noise=0.0, prior_strength=1.0,
+                 prior_temperature=0.5, query="state+depth", freeze_atoms=False, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
                  freeze_previous_atoms=False, hidden_layer_sizes=(64, 64, 64),
                  lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
@@ -359,8 +375,11 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         self.top_k = top_k
         self.block_size = block_size
         self.temperature = temperature
+        self.routing_noise = routing_noise
         self.prior_strength = prior_strength
         self.prior_temperature = prior_temperature
+        self.query = query
+        self.freeze_atoms = freeze_atoms
         self.memory = memory
         self.freeze_memory = freeze_memory
         self.target_modules = target_modules
@@ -477,9 +496,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
 
     def _check_params(self):
         super()._check_params()
-        if self.top_k > self.n_atoms:
-            raise ValueError(f"top_k={self.top_k} exceeds n_atoms={self.n_atoms}: routing "
-                             "combines at most n_atoms atoms")
+        self._config_class(**self._adapter_config())  # what the constraints cannot see
         if self.memory is not None:  # a missing, foreign or unfitting file fails before
             self._check_memory_file()  # pretraining
 
@@ -502,6 +519,13 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
     def _text_settings(self):
         return self.description_column, self.text_encoder
 
+    _config_class = QueryableLoraConfig
+
+    def _adapter_config(self) -> dict:
+        """The adapter options this estimator takes, from the parameters of the same name
+        (the prior comes from the prior map, not from ``task_description``)."""
+        return adapter_options(self, self._config_class)
+
     def _build_module(self, Z, y, seed):
         previous = getattr(self, "_previous", None)
         if previous is not None:
@@ -516,10 +540,7 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
         scale = getattr(module, "y_scale", None)
         scale = scale.clone() if scale is not None else torch.as_tensor(
             _safe_std(y), dtype=torch.float32)
-        adapted = inject(module, "queryable", self.target_modules, rank=self.rank,
-                         alpha=self.alpha, n_atoms=self.n_atoms, top_k=self.top_k,
-                         block_size=self.block_size, temperature=self.temperature,
-                         prior_strength=self.prior_strength)
+        adapted = inject(module, "queryable", self.target_modules, **self._adapter_config())
         shared = SharedMemoryModel(adapted, PriorMap(
             self.embedding_dim_, self.n_atoms, self.prior_temperature,
             learned=self.prior_map == "learned"))

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..adapters import QUERIES, inject, routing_weights
 from ..adapters.calibration import OutputCalibration, uncalibrated
+from ..adapters.config import LoraConfig, QueryableLoraConfig, parameter_docs
 from ._base import BaseNeuralRegressor
 from ._net import ACTIVATIONS, MLP, _safe_std
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
@@ -135,6 +136,16 @@ def _hidden_sizes(sizes) -> tuple[int, ...]:
         raise ValueError("hidden_layer_sizes must be a positive int or a non-empty tuple of "
                          f"positive ints, got {sizes!r}")
     return tuple(int(h) for h in sizes)
+
+
+def adapter_options(estimator, config: type[LoraConfig]) -> dict:
+    """The options of ``config`` that ``estimator`` takes as parameters, with its values.
+
+    An estimator takes an adapter option as the constructor parameter of the same name;
+    the options it does not take keep the config's default.
+    """
+    params = set(estimator._get_param_names())
+    return {name: getattr(estimator, name) for name in config.option_names() if name in params}
 
 
 class _AdaptingRegressor(SharesFitted, RegularizedAdapter, BaseNeuralRegressor):
@@ -282,6 +293,12 @@ class FineTuneRegressor(_AdaptingRegressor):
         return module.requires_grad_(True)
 
 
+# The adapter options' entries in the docstrings, from their configs (no indent on the
+# first line, which the docstring gives).
+_LORA_OPTIONS_DOC = parameter_docs(LoraConfig).strip()
+_QUERYABLE_OPTIONS_DOC = parameter_docs(QueryableLoraConfig).strip()
+
+
 @storable
 class LoraRegressor(_AdaptingRegressor):
     __doc__ = f"""Plain LoRA: a trainable ``(alpha / rank) B A`` on every linear layer.
@@ -289,11 +306,7 @@ class LoraRegressor(_AdaptingRegressor):
     Parameters
     ----------
     {_ADAPT_DOC}{_CALIBRATION_DOC}{REGULARIZATION_DOC}
-    rank : int, default=8
-        Rank of every update.
-    alpha : float, default=16.0
-        The update is scaled by ``alpha / rank``; must be > 0 (0 would leave the
-        adapter inert).
+    {_LORA_OPTIONS_DOC}
     target_modules : None, str, list of str or callable, default=None
         Layers to adapt (see :func:`qlsk.adapters.inject`); ``None`` adapts every
         ``nn.Linear``.
@@ -313,7 +326,8 @@ class LoraRegressor(_AdaptingRegressor):
     (2,)
     """
 
-    def __init__(self, base=None, *, rank=8, alpha=16.0, target_modules=None,
+    # The adapter options (rank, alpha, dropout) and their defaults are LoraConfig's.
+    def __init__(self, base=None, *, rank=8, alpha=16.0, dropout=0.0, target_modules=None,
                  output_calibration=True, calibration_shrinkage=0.0,
                  regularization="evidence", l2_strengths=None, max_steps=2000, tol=1e-4,
                  hidden_layer_sizes=(64, 64, 64), lr=None, weight_decay=0.0,
@@ -333,22 +347,31 @@ class LoraRegressor(_AdaptingRegressor):
         self.tol = tol
         self.rank = rank
         self.alpha = alpha
+        self.dropout = dropout
         self.target_modules = target_modules
 
+    # One constraint per option of _config_class (tests/test_config.py checks they agree).
     _parameter_constraints = {
         **_AdaptingRegressor._parameter_constraints,
         "rank": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
         "target_modules": [None, str, list, tuple, callable],
     }
 
+    _config_class = LoraConfig
+    _method = LoraConfig.method
+
+    def _check_params(self):
+        super()._check_params()
+        self._config_class(**self._adapter_config())  # what the constraints cannot see: top_k
+
     def _adapter_config(self) -> dict:
-        return {"rank": self.rank, "alpha": self.alpha}
+        """Every adapter option, from the parameter of the same name."""
+        return adapter_options(self, self._config_class)
 
     def _adapt(self, module):
         return inject(module, self._method, self.target_modules, **self._adapter_config())
-
-    _method = "lora"
 
 
 @storable
@@ -366,41 +389,9 @@ class QueryableLoraRegressor(LoraRegressor):
     Parameters
     ----------
     {_ADAPT_DOC}{_CALIBRATION_DOC}{REGULARIZATION_DOC}
-    rank : int, default=8
-        Rank of every update; atoms are ``rank x rank``.
-    alpha : float, default=16.0
-        The update is scaled by ``alpha / rank``; must be > 0 (0 would leave the
-        adapter inert).
-    n_atoms : int, default=16
-        Atoms in the shared memory.
-    top_k : int, default=2
-        Atoms combined per row and block.
-    block_size : int, default=2
-        Consecutive adapted layers that share one routing decision.
-    temperature : float, default=1.0
-        Softmax temperature over the kept routing logits.
-    routing_noise : float, default=0.0
-        Standard deviation of Gaussian noise added to the routing logits while
-        training (noisy top-k gating); a routing regulariser, off by default
-        (``docs/method.md``, "Ablations").
-    prior_strength : float, default=1.0
-        Weight ``lambda`` of the instruction prior; 0 ignores the description.
-    task_description : str, array-like or None, default=None
-        Plain-English description of the target task (or a precomputed embedding).
-    text_encoder : {{"lexical", "semantic"}} or callable, default="lexical"
-        How the description is embedded (see :mod:`qlsk.text`).
+    {_QUERYABLE_OPTIONS_DOC}
     target_modules : None, str, list of str or callable, default=None
         Layers to adapt, in forward order (see :func:`qlsk.adapters.inject`).
-    query : {{"state+depth", "state", "detached", "constant", "random"}}, \
-            default="state+depth"
-        Where the routing query comes from (ablations, ``docs/method.md``): the
-        block's low-rank state plus the depth summary of earlier blocks (the
-        method); the state alone; the method's query with no gradient into ``A``
-        through it; a learned constant per block (the same route for every row); a
-        fixed random projection of the input (routing never trains).
-    freeze_atoms : bool, default=False
-        Fix every atom at the identity: the update is then plain LoRA whatever the
-        routing (an ablation).
     {_TRAINING_DOC}
     Attributes
     ----------
@@ -418,9 +409,11 @@ class QueryableLoraRegressor(LoraRegressor):
     (2, 5, 8)
     """
 
-    def __init__(self, base=None, *, rank=8, alpha=16.0, n_atoms=16, top_k=2, block_size=2,
-                 temperature=1.0, routing_noise=0.0, prior_strength=1.0,
-                 task_description=None, text_encoder="lexical", target_modules=None,
+    # The adapter options and their defaults are QueryableLoraConfig's.
+    def __init__(self, base=None, *, rank=8, alpha=16.0, dropout=0.0, n_atoms=16, top_k=2,
+                 block_size=2, temperature=1.0, routing_noise=0.0, key_dim=None,
+                 prior_strength=1.0, prior_temperature=0.5, task_description=None,
+                 text_encoder="lexical", target_modules=None,
                  query="state+depth", freeze_atoms=False, output_calibration=True,
                  calibration_shrinkage=0.0, regularization="evidence", l2_strengths=None,
                  max_steps=2000, tol=1e-4, hidden_layer_sizes=(64, 64, 64), lr=None,
@@ -428,7 +421,7 @@ class QueryableLoraRegressor(LoraRegressor):
                  validation_fraction=0.1, patience=20, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
         super().__init__(
-            base=base, rank=rank, alpha=alpha, target_modules=target_modules,
+            base=base, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules,
             output_calibration=output_calibration, calibration_shrinkage=calibration_shrinkage,
             regularization=regularization, l2_strengths=l2_strengths, max_steps=max_steps,
             tol=tol, hidden_layer_sizes=hidden_layer_sizes, lr=lr, weight_decay=weight_decay,
@@ -440,13 +433,16 @@ class QueryableLoraRegressor(LoraRegressor):
         self.block_size = block_size
         self.temperature = temperature
         self.routing_noise = routing_noise
+        self.key_dim = key_dim
         self.prior_strength = prior_strength
+        self.prior_temperature = prior_temperature
         self.task_description = task_description
         self.text_encoder = text_encoder
         self.query = query
         self.freeze_atoms = freeze_atoms
 
-    _method = "queryable"
+    _config_class = QueryableLoraConfig
+    _method = QueryableLoraConfig.method
 
     _parameter_constraints = {
         **LoraRegressor._parameter_constraints,
@@ -455,26 +451,14 @@ class QueryableLoraRegressor(LoraRegressor):
         "block_size": [Interval(Integral, 1, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "routing_noise": [Interval(Real, 0, None, closed="left")],
+        "key_dim": [Interval(Integral, 1, None, closed="left"), None],
         "prior_strength": [Interval(Real, 0, None, closed="left")],
+        "prior_temperature": [Interval(Real, 0, None, closed="neither")],
         "task_description": [None, str, "array-like"],
         "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
         "query": [StrOptions(set(QUERIES))],
         "freeze_atoms": ["boolean"],
     }
-
-    def _check_params(self):
-        super()._check_params()
-        if self.top_k > self.n_atoms:
-            raise ValueError(f"top_k={self.top_k} exceeds n_atoms={self.n_atoms}: routing "
-                             "combines at most n_atoms atoms")
-
-    def _adapter_config(self) -> dict:
-        return {**super()._adapter_config(), "n_atoms": self.n_atoms, "top_k": self.top_k,
-                "block_size": self.block_size, "temperature": self.temperature,
-                "routing_noise": self.routing_noise, "prior_strength": self.prior_strength,
-                "task_description": self.task_description,
-                "text_encoder": self.text_encoder, "query": self.query,
-                "freeze_atoms": self.freeze_atoms}
 
     def atom_usage(self, X) -> np.ndarray:
         """Each block's routing weights for the rows of ``X``.
