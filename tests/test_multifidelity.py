@@ -161,6 +161,21 @@ def test_intervals_cover_new_observations():
     assert 0.8 <= coverage <= 0.99
 
 
+def test_max_rows_fits_the_gps_on_a_seeded_subset():
+    X, y = draw(60, 7, scaled)
+    sub = MultiFidelityGPRegressor(Source(), kind="ar1", max_rows=25, random_state=3).fit(X, y)
+    keep = np.random.default_rng(3).permutation(60)[:25]
+    alone = MultiFidelityGPRegressor(Source(), kind="ar1", random_state=3).fit(X[keep],
+                                                                              y[keep])
+    assert sub.n_rows_fitted_ == 25 and alone.n_rows_fitted_ == 25
+    np.testing.assert_array_equal(sub.fits_["ar1"].gp.X_train_, alone.fits_["ar1"].gp.X_train_)
+    np.testing.assert_allclose(sub.predict(X_TEST), alone.predict(X_TEST))
+    full = MultiFidelityGPRegressor(Source(), kind="ar1", max_rows=60, random_state=3)
+    assert full.fit(X, y).n_rows_fitted_ == 60
+    with pytest.raises(ValueError, match="max_rows"):
+        MultiFidelityGPRegressor(max_rows=2).fit(X, y)
+
+
 def test_same_random_state_same_predictions(mlp_base):
     X, y = draw(40, 5, warped)
     a = MultiFidelityGPRegressor(mlp_base, random_state=11).fit(X, y).predict(X_TEST)
@@ -218,6 +233,7 @@ def test_save_and_load_round_trip(mlp_base, tmp_path):
                         loaded.predict(test, return_std=True)):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
         assert loaded.weights_ == model.weights_ and loaded.kind_ == model.kind_
+        assert loaded.n_rows_fitted_ == model.n_rows_fitted_
         assert loaded.get_params()["kind"] == model.kind
         with pytest.raises(FileExistsError):
             qlsk.save(model, path)

@@ -156,10 +156,18 @@ class MultiFidelityGPRegressor(SharesFitted, RegressorMixin, BaseEstimator):
     bounds : array-like of shape (n_features, 2) or None, default=None
         The input box the kernels' length scales are relative to; ``None``: the
         range of the training rows.
+    max_rows : int or None, default=None
+        Fit the GPs on a random subset of at most this many training rows (the
+        classic subset-of-data approximation: the cost stays that of ``max_rows``
+        rows, about 30 s per kind at 1,000 rows on one core); ``None``: every row.
+        Above a few thousand rows the exact GP is out of reach, and the adapters,
+        which use every row, were the more accurate from 3,000 rows on
+        (``docs/benchmarks.md``, "As the target rows grow").
     n_restarts_optimizer : int, default=2
         Extra starts of each GP's marginal-likelihood optimiser.
     random_state : int, RandomState or None, default=None
-        Seeds the optimisers' restarts; the same value gives the same predictions.
+        Seeds the optimisers' restarts and the subset; the same value gives the same
+        predictions.
 
     Attributes
     ----------
@@ -181,6 +189,8 @@ class MultiFidelityGPRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         The source model used (a path ``base`` loaded).
     n_trainable_params_ : int
         Hyperparameters fitted: the kernels', and AR1's ``ρ, c``.
+    n_rows_fitted_ : int
+        Training rows the GPs condition on (fewer than given with ``max_rows``).
     n_features_in_ : int
         Number of input features.
     feature_names_in_ : ndarray of str
@@ -204,16 +214,18 @@ class MultiFidelityGPRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         "kind": [StrOptions({"auto", *KINDS})],
         "auto_weights": [StrOptions(set(RULES))],
         "bounds": ["array-like", None],
+        "max_rows": [Interval(Integral, MIN_ROWS, None, closed="left"), None],
         "n_restarts_optimizer": [Interval(Integral, 0, None, closed="left")],
         "random_state": ["random_state"],
     }
 
     def __init__(self, base=None, *, kind="auto", auto_weights="stacking", bounds=None,
-                 n_restarts_optimizer=2, random_state=None):
+                 max_rows=None, n_restarts_optimizer=2, random_state=None):
         self.base = base
         self.kind = kind
         self.auto_weights = auto_weights
         self.bounds = bounds
+        self.max_rows = max_rows
         self.n_restarts_optimizer = n_restarts_optimizer
         self.random_state = random_state
 
@@ -253,13 +265,17 @@ class MultiFidelityGPRegressor(SharesFitted, RegressorMixin, BaseEstimator):
             warnings.warn("the base's predictions are the same on every training row, so "
                           "it tells the GP nothing: both kinds model the target alone",
                           UserWarning, stacklevel=2)
+        # one seed for every kind's restarts, so that "auto" holds exactly the GPs the
+        # fixed kinds fit (and for the subset of max_rows)
+        seed = (self.random_state if isinstance(self.random_state, Integral)
+                else check_random_state(self.random_state).randint(2**31 - 1))
+        if self.max_rows is not None and len(X) > self.max_rows:
+            keep = np.random.default_rng(seed).permutation(len(X))[:self.max_rows]
+            X, y, f = X[keep], y[keep], f[keep]
+        self.n_rows_fitted_ = len(X)
         self.lo_, self.span_ = unit_box(X, self.bounds)
         self.f_mean_ = float(f.mean())
         self.f_scale_ = float(f.std()) if f.std() > 0 else 1.0
-        # one seed for every kind's restarts, so that "auto" holds exactly the GPs the
-        # fixed kinds fit
-        seed = (self.random_state if isinstance(self.random_state, Integral)
-                else check_random_state(self.random_state).randint(2**31 - 1))
         kinds = KINDS if self.kind == "auto" else (self.kind,)
         self.fits_ = {kind: self._fit_kind(kind, X, f, y, seed) for kind in kinds}
         fits = list(self.fits_.values())
@@ -389,7 +405,8 @@ def dump_fitted(estimator: MultiFidelityGPRegressor) -> tuple[dict, dict]:
     meta = {"lo_": estimator.lo_.tolist(), "span_": estimator.span_.tolist(),
             "f_mean_": estimator.f_mean_, "f_scale_": estimator.f_scale_,
             "weights_": estimator.weights_, "scores_": estimator.scores_,
-            "n_trainable_params_": int(estimator.n_trainable_params_), "kinds": {}}
+            "n_trainable_params_": int(estimator.n_trainable_params_),
+            "n_rows_fitted_": int(estimator.n_rows_fitted_), "kinds": {}}
     tensors = {}
     for kind, fit in estimator.fits_.items():
         meta["kinds"][kind] = {"rho": fit.rho, "c": fit.c,
@@ -426,6 +443,9 @@ def restore_fitted(estimator: MultiFidelityGPRegressor, meta: dict, tensors: dic
     if "ar1" in estimator.fits_:
         estimator.rho_, estimator.c_ = estimator.fits_["ar1"].rho, estimator.fits_["ar1"].c
     estimator.n_trainable_params_ = meta["n_trainable_params_"]
+    # files saved before max_rows existed: every row was fitted
+    estimator.n_rows_fitted_ = meta.get("n_rows_fitted_", len(next(iter(
+        estimator.fits_.values())).gp.X_train_))
 
 
 storable(MultiFidelityGPRegressor, dump=dump_fitted, restore=restore_fitted, key="gp")
