@@ -1,7 +1,9 @@
 """``python -m benchmarks.multitask``: one atom memory for many described tasks.
 
-For every task family (:func:`qlsk.simlib.list_families`) and seed, on one pretrained
-base (``docs/multitask.md``):
+For every task family and seed, on one pretrained base (``docs/multitask.md``). The
+families are split: designs and defaults are chosen on the development families
+(``--development``, :data:`qlsk.simlib.DEVELOPMENT_FAMILIES`), and a plain full run
+reports on the others (:data:`qlsk.simlib.REPORT_FAMILIES`).
 
 - **Zero-shot**: :class:`~qlsk.estimators.multitask.SharedMemoryRegressor` and the
   description-as-input network (:class:`qlsk.ConditionedLoraRegressor`)
@@ -47,7 +49,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from qlsk import ConditionedLoraRegressor, FineTuneRegressor, LoraRegressor, MLPRegressor
 from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
-from qlsk.simlib import list_families, load_family
+from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES, list_families, load_family
 
 from .cells import _gp, _seed
 from .runner import run_cells
@@ -706,8 +708,9 @@ def make_config(args) -> dict:
         if value is not None:
             config[key] = value
     known = list(list_families()["name"])
-    if config["families"] is None:
-        config["families"] = known
+    if config["families"] is None:  # the protocol's split: choose on one, report the other
+        config["families"] = list(DEVELOPMENT_FAMILIES if args.development
+                                  else REPORT_FAMILIES)
     unknown = sorted(set(config["families"]) - set(known))
     if unknown:
         raise SystemExit(f"unknown families {unknown}; choose from {known}")
@@ -755,7 +758,12 @@ def main(argv=None) -> None:
     parser.add_argument("--output", default=None,
                         help="result folder (default benchmarks/results/multitask-<mode>-"
                              "<time>); an existing one resumes")
-    parser.add_argument("--families", nargs="+", default=None)
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="default: the report families (qlsk.simlib.REPORT_FAMILIES), "
+                             "or the development ones with --development")
+    parser.add_argument("--development", action="store_true",
+                        help="the development families, where designs and defaults are "
+                             "chosen (qlsk.simlib.DEVELOPMENT_FAMILIES)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--encoders", nargs="+", default=None,
                         choices=["semantic", "lexical"])
