@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -28,14 +29,6 @@ from qlsk.adapters import (
     usage_entropy,
 )
 from qlsk.text import embed
-
-
-def mlp(n_in=4, width=16, depth=4, seed=0):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(n_in, width), nn.SiLU()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), nn.SiLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
 class TinyAttention(nn.Module):

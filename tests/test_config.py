@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import mlp
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
@@ -33,14 +34,6 @@ QUERYABLE_ESTIMATORS = (QueryableLoraRegressor, SharedMemoryRegressor)
 # The options SharedMemoryRegressor does not take: each row's description sets its
 # prior (through the prior map), and dropout and key_dim were never offered there.
 NOT_SHARED = {"task_description", "dropout", "key_dim"}
-
-
-def mlp(n_in=4, width=16, depth=4, seed=0):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(n_in, width), nn.SiLU()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), nn.SiLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
 def encoder(text):
