@@ -9,7 +9,9 @@ reports on the others (:data:`qlsk.simlib.REPORT_FAMILIES`).
   description-as-input network (:class:`qlsk.ConditionedLoraRegressor`)
   are fitted on the training members and scored on every member with the right
   description, a shuffled one (another member's of the same split) and none (a zero
-  embedding); task-blind references: the base, one LoRA on the pooled rows.
+  embedding), and each held-out member also with its description paraphrased (the
+  family's paraphrase: other words, another order); task-blind references: the base,
+  one LoRA on the pooled rows.
 - **Few-shot**: on each held-out member, ``n`` of its noisy rows (``sizes``):
   :class:`~qlsk.estimators.multitask.FewShotRegressor` from the shared memory (memory
   frozen; right description, and at ``n <= 25`` shuffled and none), the conditioning
@@ -114,6 +116,7 @@ class _Family:
         self.name, self.seed, self.features = name, seed, list(fam.feature_names)
         members = fam.members.set_index("member")
         self.sd, self.description = members.target_std, members.description
+        self.paraphrase = members.paraphrase  # same meaning, other words and order
         self.split = members.split
         self.member_of = {d: m for m, d in self.description.items()}
 
@@ -131,7 +134,11 @@ class _Family:
         return self.description[names[(names.index(member) + 1) % len(names)]]
 
     def described(self, member: str, control: str) -> str:
-        return self.shuffled(member) if control == "shuffled" else self.description[member]
+        if control == "shuffled":
+            return self.shuffled(member)
+        if control == "paraphrased":
+            return self.paraphrase[member]
+        return self.description[member]
 
     def rows(self, members, n: int | None = None):
         """The noisy rows of ``members`` (the first ``n`` of each): ``X`` and ``y``."""
@@ -260,7 +267,9 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
     for method, model in (("memory", memory), ("conditioning", conditioned)):
         fit_s = _fit(model, X_train, y_train)
         for member in data.split.index:
-            for control in CONTROLS:
+            # a held-out member is also asked with its description paraphrased
+            held_out = data.split[member] == "heldout"
+            for control in (*CONTROLS, "paraphrased") if held_out else CONTROLS:
                 rmse = data.score(lambda X, m=model, c=control: _predict(m, X, c), member,
                                   data.described(member, control))
                 rows.append(_row(data, encoder, method, member, control, 0, rmse,
@@ -409,6 +418,12 @@ def headline(df: pd.DataFrame, config: dict) -> pd.DataFrame:
                                   "n": sizes}, {"method": other, "n": sizes}, unit)
                 rows.append({"encoder": encoder, "comparison":
                              f"(b) memory few-shot / {LABELS[other]}", "at": label, **r})
+        for method in ("memory", "conditioning"):
+            r = _ratio(enc, {"method": method, "control": "paraphrased", "n": 0},
+                       {"method": method, "control": "right", "n": 0}, unit)
+            rows.append({"encoder": encoder, "comparison":
+                         f"zero-shot {LABELS[method]}: paraphrased / canonical",
+                         "at": "zero-shot", **r})
         for other in ("conditioning", "shared-lora", "base"):
             r = _ratio(both, {"method": "memory", "control": "right", "n": 0},
                        {"method": other, "control": "right" if other == "conditioning"

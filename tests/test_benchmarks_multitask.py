@@ -42,7 +42,13 @@ def test_rows_cover_methods_controls_and_sizes(tiny):
         assert set(held[held.method == method].n) == {10, 25}, method
     zero = df[(df.n == 0) & df.stage.isna()]
     for method in ("memory", "conditioning"):
-        assert set(zero[zero.method == method].control) == {"right", "shuffled", "none"}
+        asked = zero[zero.method == method]
+        assert set(asked[asked.split == "train"].control) == {"right", "shuffled", "none"}
+        # held-out members are also asked with their description paraphrased
+        assert set(asked[asked.split == "heldout"].control) == {"right", "shuffled", "none",
+                                                                "paraphrased"}
+    headline = pd.read_csv(tiny[0] / "headline.csv")
+    assert headline.comparison.str.contains("paraphrased / canonical").any()
     assert {"base", "shared-lora"} <= set(zero.method)
     # the LoRA-factor few-shot methods train the same parameters per task
     params = held[held.method.isin(["memory-fewshot", "lora", "conditioning-fewshot"])]
