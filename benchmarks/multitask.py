@@ -93,10 +93,7 @@ def _zero_description(Z: np.ndarray, n_features: int) -> np.ndarray:
 
 def _predict(model, X, control: str) -> np.ndarray:
     """Predict with the rows' own descriptions, or with none (a zero embedding)."""
-    if control != "none":
-        return model.predict(X)
-    Z = _zero_description(model._validate_predict_data(X), len(model.feature_columns_))
-    return model.net_.predict(Z).ravel()
+    return model.predict(X, use_description=control != "none")
 
 
 class _UndescribedFewShot(FewShotRegressor):

@@ -108,3 +108,18 @@ def test_bad_input_names_the_problem(fam, model):
     with pytest.raises(ValueError, match="missing or infinite"):
         model.predict(X.assign(x1=np.nan))
     assert torch.is_tensor(model.module_.condition.weight)
+
+
+def test_predicting_without_descriptions(fam, model):
+    X = fam.X_heldout
+    blind = model.predict(X, use_description=False)
+    np.testing.assert_array_equal(blind, model.predict(X.drop(columns="description"),
+                                                       use_description=False))
+    np.testing.assert_array_equal(blind, model.predict(X.assign(description="other words"),
+                                                       use_description=False))
+    assert not np.allclose(blind, model.predict(X))
+    # no description: the map V adds nothing, so the adapted network alone predicts
+    inputs = torch.tensor(X.drop(columns="description").to_numpy(np.float32))
+    with torch.no_grad():
+        alone = model.module_.adapted.eval()(inputs).numpy().ravel()
+    np.testing.assert_allclose(blind, alone, rtol=1e-5, atol=1e-6)

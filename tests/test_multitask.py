@@ -280,3 +280,13 @@ def test_grown_atom_count_is_visible_and_reuses_the_saved_memory(fam, base, tmp_
                                    freeze_memory=True, **TINY).fit(fam.X_train, fam.y_train)
     torch.testing.assert_close(_memory(reused)["atom_deltas"],
                                _memory(model)["atom_deltas"])
+
+
+def test_shared_memory_predicts_without_descriptions(fam, shared):
+    X = fam.X_heldout
+    blind = shared.predict(X, use_description=False)
+    np.testing.assert_array_equal(blind, shared.predict(X.drop(columns="description"),
+                                                        use_description=False))
+    np.testing.assert_array_equal(blind, shared.predict(X.assign(description="x"),
+                                                        use_description=False))
+    assert blind.shape == (len(X),) and not np.allclose(blind, shared.predict(X))

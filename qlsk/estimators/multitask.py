@@ -210,6 +210,33 @@ class _DescribedRegressor(BaseNeuralRegressor):
         check_is_fitted(self, "net_")
         return self._pack(X, reset=False)
 
+    def predict(self, X, use_description=True):
+        """Predict targets for the rows of ``X``.
+
+        Parameters
+        ----------
+        X : pandas DataFrame
+            The input columns and the description column (which may be absent with
+            ``use_description=False``).
+        use_description : bool, default=True
+            ``False``: predict every row as if its task had no description (a zero
+            embedding): what the model learned for all tasks at once. A way to measure
+            what the descriptions carry.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        if use_description:
+            return super().predict(X)
+        column, _ = self._text_settings()
+        if hasattr(X, "columns") and column not in X.columns:
+            X = X.assign(**{column: "no description"})  # embedded, then zeroed below
+        Z = self._validate_predict_data(X)
+        Z[:, len(self.feature_columns_):-1] = 0
+        y = self.net_.predict(Z).astype(np.float64)
+        return y.ravel() if self._y_was_1d else y
+
     def _make_net(self, module, loss_scale, n_samples, seed, device):
         params = super()._make_net(module, loss_scale, n_samples, seed, device).get_params(
             deep=False)
