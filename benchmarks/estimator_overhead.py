@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
-from qlsk.estimators._net import ScaledMSELoss
+from qlsk.nn import ScaledMSELoss
 from qlsk.simlib import load_task
 
 

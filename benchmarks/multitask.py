@@ -49,8 +49,14 @@ import pandas as pd
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from qlsk import ConditionedLoraRegressor, FineTuneRegressor, LoraRegressor, MLPRegressor
-from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
+from qlsk import (
+    ConditionedLoraRegressor,
+    FewShotRegressor,
+    FineTuneRegressor,
+    LoraRegressor,
+    MLPRegressor,
+    SharedMemoryRegressor,
+)
 from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES, list_families, load_family
 
 from .cells import _gp, _seed

@@ -131,7 +131,7 @@ def test_gridsearch_folds_start_from_the_base(base, task):
     X, y = task.X_train, task.y_train
     starts = []
 
-    class Record(qlsk.estimators._net.Callback):
+    class Record(qlsk.estimators.callbacks.Callback):
         def on_train_begin(self, net, X=None, y=None, **kw):
             starts.append(net.predict(X))
 

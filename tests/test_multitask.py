@@ -14,15 +14,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import qlsk
-from qlsk import MLPRegressor
+from qlsk import FewShotRegressor, MLPRegressor, SharedMemoryRegressor
 from qlsk.adapters import instruction_prior
 from qlsk.adapters.prior_map import PriorMap
+from qlsk.estimators._described import _TaskBatches
 from qlsk.estimators._net import _Batches
-from qlsk.estimators.multitask import (
-    FewShotRegressor,
-    SharedMemoryRegressor,
-    _TaskBatches,
-)
 from qlsk.text import embed
 
 TINY = {"max_epochs": 2, "batch_size": 16, "random_state": 0}

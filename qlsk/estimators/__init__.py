@@ -1,11 +1,12 @@
 """scikit-learn regressors built on skorch: pretrain an MLP, then adapt it."""
 
-from ._net import MLP, TrainingDivergedError
-from .callbacks import GradientDiagnostics
+from ..nn import MLP
+from .callbacks import GradientDiagnostics, TrainingDivergedError
 from .conditioned import ConditionedLoraRegressor
 from .discrepancy import GPDiscrepancyRegressor
+from .fewshot import FewShotRegressor
 from .multifidelity import MultiFidelityGPRegressor
-from .multitask import FewShotRegressor, SharedMemoryRegressor
+from .multitask import SharedMemoryRegressor
 from .persistence import load, save
 from .regressors import (
     FineTuneRegressor,

@@ -13,7 +13,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.dataset import ValidSplit
 
-from ._net import EpochProgress, Net, ScaledMSELoss, StopOnDivergence
+from ..nn import ScaledMSELoss
+from ._net import Net
+from .callbacks import EpochProgress, StopOnDivergence
 
 # What fit learns; forgotten at the start of every fit and after a failed one.
 _FITTED = ("net_", "history_", "n_trainable_params_", "n_outputs_", "base_",

@@ -19,8 +19,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..adapters import LoraLinear
+from ..nn import MLP
 from ._base import BaseNeuralRegressor
-from ._net import MLP
 from .persistence import load
 
 

@@ -1,12 +1,16 @@
-"""skorch callbacks for the estimators' ``callbacks=`` option."""
+"""Every skorch callback of qlsk: :class:`GradientDiagnostics` for the estimators'
+``callbacks=`` option, and those the estimators add themselves (divergence check,
+progress bar, kept atoms)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from skorch.callbacks import Callback
 from torch import nn
 
 from ..adapters import AdaptedModel, adapter_grad_norms, gradient_concentration
+from ..nn import MLP
 
 
 def layer_grad_norms(module: nn.Module) -> torch.Tensor:
@@ -84,3 +88,132 @@ class GradientDiagnostics(Callback):
         norms = self._sum / self._steps
         net.history.record("grad_norms", norms.cpu().tolist())
         net.history.record("grad_concentration", gradient_concentration(norms))
+
+
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """Training diverged, or could not start from a finite loss.
+
+    The message names the cause: a learning rate too high for a loss that became
+    non-finite or exploded far above its start, or data far outside the range of the
+    network's scaling when the starting loss itself is not finite.
+    """
+
+
+# An input this many standard deviations (of the data the network's scaling was set
+# on) from their mean lies far outside anything the network was trained on.
+FAR_INPUT_SD = 10.0
+
+
+def divergence_advice(module: nn.Module, X) -> str:
+    """What to do about a training that diverged on ``X``.
+
+    Inputs far outside the range the network's input scaling was set on (the base's
+    training data, for an adapter) come first: no learning rate fixes those. Else:
+    a smaller learning rate.
+    """
+    mlp = next((m for m in module.modules() if isinstance(m, MLP)), None)
+    X = torch.as_tensor(X)
+    if mlp is not None and X.dim() == 2 and X.shape[1] == mlp.n_features:
+        with torch.no_grad():
+            spread = float(((X.to(mlp.x_mean.device) - mlp.x_mean) / mlp.x_scale).abs().max())
+        if spread > FAR_INPUT_SD:
+            return (f"X reaches {spread:.3g} standard deviations from the mean of the data "
+                    "the network's input scaling was set on (for an adapter, the base's "
+                    "training data): rescale X, or adapt a base trained on its range, "
+                    "before trying a smaller learning rate")
+    return "use a smaller learning rate"
+
+
+class StopOnDivergence(Callback):
+    """Stop training with an error that names the cause when the loss diverges.
+
+    Parameters
+    ----------
+    factor : float
+        An epoch loss above ``factor * max(start, 1)`` counts as diverged, where
+        ``start`` is the starting network's loss on the training rows (in units of
+        the target scale, so a loss of 1 is a constant predictor's).
+
+    Attributes
+    ----------
+    start_ : float
+        The starting loss, measured when training begins.
+    advice_ : str
+        What the error advises (:func:`divergence_advice`), set when training begins:
+        the training rows themselves are not kept.
+    """
+
+    def __init__(self, factor: float = 1e3):
+        self.factor = factor
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.start_ = None
+        self.advice_ = ("use a smaller learning rate" if X is None
+                        else divergence_advice(net.module_, X))
+        if X is None or y is None:
+            return
+        with torch.no_grad():
+            start = float(net.get_loss(net.forward(X, device=net.device),
+                                       torch.as_tensor(y)))
+        if not np.isfinite(start):
+            raise TrainingDivergedError(
+                "the starting network's loss on the training rows is not finite: X or y "
+                "lies far outside the range the network's scaling was set on (the base's "
+                "training data for an adapter); rescale X or y")
+        self.start_ = start
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        limit = self.factor * max(self.start_ or 0.0, 1.0)
+        for key in ("train_loss", "valid_loss"):
+            if key not in row:
+                continue
+            if not np.isfinite(row[key]) or row[key] > limit:
+                what = "became non-finite" if not np.isfinite(row[key]) else (
+                    f"exploded to {row[key]:.3g} from a start of {self.start_:.3g}")
+                raise TrainingDivergedError(
+                    f"training diverged: {key} {what} at epoch {row['epoch']} with "
+                    f"lr={net.lr:g}; {self.advice_}")
+
+
+class EpochProgress(Callback):
+    """A progress bar over epochs with the current losses.
+
+    Parameters
+    ----------
+    label : str or None, default=None
+        The bar's label (the estimator's class name); ``None``: the module's class name.
+    """
+
+    def __init__(self, label=None):
+        self.label = label
+
+    def on_train_begin(self, net, **kwargs):
+        from tqdm.auto import tqdm
+
+        label = self.label if self.label is not None else type(net.module_).__name__
+        self._bar = tqdm(total=net.max_epochs, desc=label, unit="epoch", leave=False)
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        self._bar.set_postfix({k: f"{row[k]:.4g}" for k in ("train_loss", "valid_loss")
+                               if k in row})
+        self._bar.update(1)
+
+    def on_train_end(self, net, **kwargs):
+        self._bar.close()
+
+
+class _KeepAtoms(Callback):
+    """Restore the first ``n`` atoms after every step: earlier stages' atoms stay fixed."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_train_begin(self, net, **kwargs):
+        self.kept_ = net.module_.model.memory.atom_deltas[:self.n].detach().clone()
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            with torch.no_grad():
+                net.module_.model.memory.atom_deltas[:self.n] = self.kept_

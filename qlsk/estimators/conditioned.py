@@ -14,8 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapters import inject
 from ..adapters.conditioning import DescriptionInput
 from ._base import BaseNeuralRegressor
+from ._described import _DescribedRegressor
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
-from .multitask import _DescribedRegressor
 from .registry import storable
 
 

@@ -1,10 +1,7 @@
-"""One atom memory for many described tasks, as scikit-learn estimators.
+"""One atom memory for many described tasks: :class:`SharedMemoryRegressor`.
 
-``X`` is a pandas DataFrame whose numeric columns are the inputs and whose one text
-column (``description_column``) holds each row's task description. Why a column and
-not scikit-learn's metadata routing is explained in ``docs/multitask.md``: in short,
-the description belongs to the row, so it must follow the row through every split,
-shuffle, pipeline and scorer, and a column does that with no configuration.
+``X`` is a pandas DataFrame with a description column (see :mod:`._described`);
+:class:`~qlsk.FewShotRegressor` (in ``fewshot.py``) adapts a fitted one to new tasks.
 """
 
 from __future__ import annotations
@@ -16,9 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted
-from skorch.callbacks import Callback
-from torch import nn
+from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import inject
 from ..adapters.config import QueryableLoraConfig, parameter_docs
@@ -28,12 +23,12 @@ from ..adapters.prior_map import (
     grow_memory,
     load_memory_state,
     read_memory,
-    save_memory,
 )
-from ..text import embed
-from ._base import _FITTED, BaseNeuralRegressor
-from ._net import Net, _Batches, _safe_std
-from .bases import SharesFitted, base_module, check_feature_names, check_fits
+from ..nn import _safe_std
+from ._base import _FITTED
+from ._described import _DESCRIBED_FITTED, _DescribedRegressor, _Packed
+from .bases import base_module, check_feature_names, check_fits
+from .callbacks import _KeepAtoms
 from .regressors import (
     _ADAPT_DOC,
     _FITTED_DOC,
@@ -43,243 +38,7 @@ from .regressors import (
     adapter_options,
 )
 
-_DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
-                     "n_atoms_")
 PROBE_ROWS = 32  # rows per task kept from every stage, to measure route drift later
-
-
-class _Packed(nn.Module):
-    """Reads ``[inputs | embedding | task id]`` rows: one float matrix per batch.
-
-    Packing keeps the skorch loop, its validation split and every callback unchanged:
-    they see one array of rows, as for the single-task estimators.
-    """
-
-    def __init__(self, model: SharedMemoryModel, n_features: int):
-        super().__init__()
-        self.model, self.n_features = model, n_features
-
-    def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        d = self.n_features
-        return self.model(Z[:, :d], Z[:, d:-1], Z[:, -1].long())
-
-
-class _TaskBatches:
-    """Shuffled training batches, each drawn from one task (the last column's id)."""
-
-    def __init__(self, batches: _Batches):
-        self.batches = batches
-
-    def _groups(self) -> list[torch.Tensor]:
-        b, task = self.batches, self.batches.X[:, -1]
-        groups = []
-        for t in task.unique():
-            rows = (task == t).nonzero(as_tuple=True)[0]
-            rows = rows[torch.randperm(len(rows), generator=b.generator)]
-            groups.extend(rows.split(b.batch_size))
-        return [groups[i] for i in torch.randperm(len(groups), generator=b.generator)]
-
-    def __len__(self) -> int:
-        counts = self.batches.X[:, -1].unique(return_counts=True)[1]
-        return int(torch.ceil(counts / self.batches.batch_size).sum())
-
-    def __iter__(self):
-        for index in self._groups():
-            yield self.batches.X[index], self.batches.y[index]
-
-
-class _TaskNet(Net):
-    """The qlsk net, training on mini-batches drawn from one task at a time."""
-
-    def get_iterator(self, dataset, training=False):
-        batches = super().get_iterator(dataset, training)
-        return _TaskBatches(batches) if training else batches
-
-
-class _KeepAtoms(Callback):
-    """Restore the first ``n`` atoms after every step: earlier stages' atoms stay fixed."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def on_train_begin(self, net, **kwargs):
-        self.kept_ = net.module_.model.memory.atom_deltas[:self.n].detach().clone()
-
-    def on_batch_end(self, net, training=False, **kwargs):
-        if training:
-            with torch.no_grad():
-                net.module_.model.memory.atom_deltas[:self.n] = self.kept_
-
-
-def _check_description(value, row) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"row {row!r} has the task description {value!r}: every row needs "
-                         "a non-empty string describing its task")
-    return value
-
-
-class _DescribedRegressor(BaseNeuralRegressor):
-    """Fit and predict on DataFrames with a description column, one task per batch.
-
-    Subclasses give ``_text_settings() -> (column, encoder)`` and
-    ``_build_module(Z, y, seed) -> (module, loss_scale)``.
-    """
-
-    def _forget(self):
-        super()._forget()
-        for name in _DESCRIBED_FITTED:
-            self.__dict__.pop(name, None)
-
-    def _frame(self, X, reset: bool):
-        """The numeric inputs (float32) and the descriptions of a DataFrame ``X``."""
-        import pandas as pd
-        from pandas.api.types import is_numeric_dtype
-
-        column, _ = self._text_settings()
-        name = type(self).__name__
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(f"{name} needs X as a pandas DataFrame with the text column "
-                            f"{column!r} holding each row's task description; got "
-                            f"{type(X).__name__}")
-        if column not in X.columns:
-            raise ValueError(f"X has no description column {column!r} (columns: "
-                             f"{list(X.columns)}): every row needs its task's description, "
-                             "also for predict")
-        if len(X) == 0:
-            raise ValueError(f"X has 0 rows; {name} needs at least one")
-        columns = [c for c in X.columns if c != column]
-        if reset:
-            self._check_columns(columns)
-            self.n_features_in_ = X.shape[1]
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-            self.feature_columns_ = columns
-        elif columns != list(self.feature_columns_):
-            raise ValueError(f"X has {len(columns)} input column(s) {columns}, but {name} "
-                             f"was fitted on {len(self.feature_columns_)}: "
-                             f"{list(self.feature_columns_)}; every task must have the same "
-                             "inputs, in the same order")
-        descriptions = np.asarray([_check_description(v, i) for i, v in
-                                   zip(X.index, X[column])], dtype=object)
-        not_numeric = [c for c in columns if not is_numeric_dtype(X[c])]
-        if not columns or not_numeric:
-            raise ValueError(f"every column but {column!r} must be a numeric input; "
-                             f"not numeric: {not_numeric or 'no input columns at all'}")
-        values = X[columns].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise ValueError(f"the task {descriptions[row]!r} has a missing or infinite value "
-                             f"in column {columns[col]!r}: every task must have the same "
-                             "inputs, all finite")
-        if not np.isfinite(values.astype(np.float32)).all():
-            raise ValueError("X has values too large for float32")
-        return values.astype(np.float32), descriptions
-
-    def _check_columns(self, columns) -> None:
-        """Hook: refuse input columns that do not fit what the model was built on."""
-
-    def _embed(self, descriptions) -> tuple[np.ndarray, np.ndarray]:
-        """Every row's description embedding and task id (one per distinct text)."""
-        _, encoder = self._text_settings()
-        texts, task = np.unique(descriptions.astype(str), return_inverse=True)
-        vectors = np.stack([embed(t, encoder) for t in texts]).astype(np.float32)
-        if hasattr(self, "embedding_dim_") and vectors.shape[1] != self.embedding_dim_:
-            raise ValueError(f"the text encoder gives embeddings of length {vectors.shape[1]}, "
-                             f"but the model was fitted with length {self.embedding_dim_}")
-        return vectors[task], task.astype(np.float32)
-
-    def _pack(self, X, reset: bool) -> np.ndarray:
-        values, descriptions = self._frame(X, reset)
-        embeddings, task = self._embed(descriptions)
-        if reset:
-            self.embedding_dim_ = embeddings.shape[1]
-            self.descriptions_ = sorted(set(descriptions))
-        return np.hstack([values, embeddings, task[:, None]])
-
-    def _validate_fit_data(self, X, y):
-        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        self._y_was_1d = y.ndim == 1
-        y2 = y.reshape(len(y), -1).astype(np.float32)
-        if not np.isfinite(y2).all():
-            raise ValueError("y has values too large for float32")
-        return self._pack(X, reset=True), y2
-
-    def _validate_predict_data(self, X) -> np.ndarray:
-        check_is_fitted(self, "net_")
-        return self._pack(X, reset=False)
-
-    def predict(self, X, use_description=True):
-        """Predict targets for the rows of ``X``.
-
-        Parameters
-        ----------
-        X : pandas DataFrame
-            The input columns and the description column (which may be absent with
-            ``use_description=False``).
-        use_description : bool, default=True
-            ``False``: predict every row as if its task had no description (a zero
-            embedding): what the model learned for all tasks at once. A way to measure
-            what the descriptions carry.
-
-        Returns
-        -------
-        ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        """
-        if use_description:
-            return super().predict(X)
-        column, _ = self._text_settings()
-        if hasattr(X, "columns") and column not in X.columns:
-            X = X.assign(**{column: "no description"})  # embedded, then zeroed below
-        Z = self._validate_predict_data(X)
-        Z[:, len(self.feature_columns_):-1] = 0
-        y = self.net_.predict(Z).astype(np.float64)
-        return y.ravel() if self._y_was_1d else y
-
-    def _make_net(self, module, loss_scale, n_samples, seed, device):
-        params = super()._make_net(module, loss_scale, n_samples, seed, device).get_params(
-            deep=False)
-        params["callbacks"] = [*params["callbacks"], *self._stage_callbacks()]
-        # scikit-learn's clone idiom, into the subclass that batches by task
-        return _TaskNet(**params)
-
-    def _stage_callbacks(self) -> list:
-        """Hook: extra callbacks for this fit."""
-        return []
-
-    @property
-    def shared_model_(self) -> SharedMemoryModel:
-        """The fitted :class:`~qlsk.adapters.prior_map.SharedMemoryModel`."""
-        return self.module_.model
-
-    def atom_usage(self, X) -> np.ndarray:
-        """Each block's routing weights for the rows of ``X``, every row with its task's prior.
-
-        Returns
-        -------
-        ndarray of shape (n_blocks, n_samples, n_atoms)
-            ``.mean(axis=1)`` over one task's rows is that task's atom usage.
-        """
-        Z = torch.as_tensor(self._validate_predict_data(X))
-        module = self.module_.eval()
-        device = next(module.parameters()).device
-        with torch.no_grad():
-            module(Z.to(device))
-        return self.shared_model_.routing.cpu().numpy()
-
-    def save_memory(self, path, overwrite: bool = False) -> None:
-        """Write the shared memory alone (atoms, router, prior map) as safetensors + JSON.
-
-        A new :class:`SharedMemoryRegressor` starts from it with ``memory=path``, on any
-        base with the same number of adapted blocks.
-        """
-        check_is_fitted(self, "net_")
-        _, encoder = self._text_settings()
-        save_memory(self.shared_model_, path, overwrite=overwrite, metadata={
-            "text_encoder": encoder if isinstance(encoder, str) else None,
-            "descriptions": list(self.descriptions_)})
-
 
 # The adapter options documented as QueryableLoraRegressor's (text_encoder and
 # prior_temperature, also options, are documented here for the prior map), and the
@@ -591,92 +350,3 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
             module.model.memory.requires_grad_(False)
             module.model.prior_map.requires_grad_(False)
         return module, previous["scale"].clone()
-
-
-class FewShotRegressor(SharesFitted, _DescribedRegressor):
-    __doc__ = f"""Adapt a fitted :class:`SharedMemoryRegressor` to new tasks from a few rows.
-
-    Training starts from a copy of the shared model (base, LoRA factors, memory and
-    prior map), so before any step it predicts exactly as the shared model does
-    zero-shot; ``X`` is a DataFrame with the same columns, description included.
-
-    Parameters
-    ----------
-    shared : SharedMemoryRegressor
-        A fitted shared-memory model; it is copied, never modified, and ``clone``
-        shares it.
-    freeze_memory : bool, default=True
-        Keep the memory (atoms, router, prior map) as the shared model learned it and
-        train only the LoRA factors; ``False`` trains everything.
-    {_TRAINING_DOC}
-    Attributes
-    ----------
-    feature_columns_, descriptions_, embedding_dim_, shared_model_
-        As for :class:`SharedMemoryRegressor`.
-    {_FITTED_DOC}
-    Examples
-    --------
-    >>> from qlsk.estimators.multitask import FewShotRegressor, SharedMemoryRegressor
-    >>> from qlsk.simlib import load_family
-    >>> fam = load_family("ishigami-ab", n_per_member=20, n_test=5, random_state=0)
-    >>> shared = SharedMemoryRegressor(hidden_layer_sizes=(16,), max_epochs=2,
-    ...                                random_state=0).fit(fam.X_train, fam.y_train)
-    >>> few = FewShotRegressor(shared, max_epochs=2, random_state=0)
-    >>> few.fit(fam.X_heldout[:10], fam.y_heldout[:10]).predict(fam.X_heldout[:2]).shape
-    (2,)
-    """
-
-    def __init__(self, shared=None, *, freeze_memory=True, lr=1e-3, weight_decay=0.0,
-                 max_epochs=50, batch_size=16, early_stopping=False, validation_fraction=0.1,
-                 patience=20, device="cpu", random_state=None, verbose=0, callbacks=None):
-        self.shared = shared
-        self.freeze_memory = freeze_memory
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
-
-    _parameter_constraints = {
-        **BaseNeuralRegressor._parameter_constraints,
-        "shared": "no_validation",  # checked in _check_params: a fitted model
-        "freeze_memory": ["boolean"],
-    }
-
-    def _check_params(self):
-        super()._check_params()
-        if not isinstance(self.shared, SharedMemoryRegressor):
-            raise TypeError("shared must be a fitted SharedMemoryRegressor, got "
-                            f"{type(self.shared).__name__}")
-        check_is_fitted(self.shared, "net_")
-
-    _shared = ("shared",)
-
-    def _text_settings(self):
-        return self.shared._text_settings()
-
-    def _check_columns(self, columns) -> None:
-        expected = list(self.shared.feature_columns_)
-        if list(columns) != expected:
-            raise ValueError(f"X has {len(columns)} input column(s) {list(columns)}, but the "
-                             f"shared model was fitted on {len(expected)}: {expected}; every "
-                             "task must have the same inputs, in the same order")
-
-    def _build_module(self, Z, y, seed):
-        if y.shape[1] != self.shared.n_outputs_:
-            raise ValueError(f"y has {y.shape[1]} output(s), the shared model "
-                             f"{self.shared.n_outputs_}")
-        if self.embedding_dim_ != self.shared.embedding_dim_:
-            raise ValueError("the text encoder gives embeddings of another length than the "
-                             "shared model's")
-        module = copy.deepcopy(self.shared.module_).cpu().float()
-        if self.freeze_memory:
-            module.model.memory.requires_grad_(False)
-            module.model.prior_map.requires_grad_(False)
-        return module, self.shared.net_.criterion_.scale.clone().cpu()

@@ -13,8 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapters import AdaptedModel, inject
 from ..adapters.calibration import OutputCalibration, uncalibrated
 from ..files import write_safetensors
+from ..nn import MLP
 from . import registry
-from ._net import MLP
 from .regularized import dump_posterior, restore_posterior
 
 FORMAT = "qlsk-1"

@@ -12,8 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..adapters import QUERIES, inject, routing_weights
 from ..adapters.calibration import OutputCalibration, uncalibrated
 from ..adapters.config import LoraConfig, QueryableLoraConfig, parameter_docs
+from ..nn import ACTIVATIONS, MLP, _safe_std
 from ._base import BaseNeuralRegressor
-from ._net import ACTIVATIONS, MLP, _safe_std
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
 from .registry import storable
 from .regularized import REGULARIZATION_DOC, REGULARIZATION_FITTED_DOC, RegularizedAdapter

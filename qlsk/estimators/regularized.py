@@ -26,7 +26,7 @@ from ..adapters.evidence import (
     jacobian,
     regularisation_path,
 )
-from ._net import StopOnDivergence, TrainingDivergedError
+from .callbacks import StopOnDivergence, TrainingDivergedError
 
 REGULARIZATIONS = ("evidence", "cv", "fixed")
 

@@ -1,0 +1,102 @@
+"""Adapt a fitted shared atom memory to new described tasks: :class:`FewShotRegressor`."""
+
+from __future__ import annotations
+
+import copy
+
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import BaseNeuralRegressor
+from ._described import _DescribedRegressor
+from .bases import SharesFitted
+from .multitask import SharedMemoryRegressor
+from .regressors import _FITTED_DOC, _TRAINING_DOC
+
+
+class FewShotRegressor(SharesFitted, _DescribedRegressor):
+    __doc__ = f"""Adapt a fitted :class:`~qlsk.SharedMemoryRegressor` to new tasks from a few rows.
+
+    Training starts from a copy of the shared model (base, LoRA factors, memory and
+    prior map), so before any step it predicts exactly as the shared model does
+    zero-shot; ``X`` is a DataFrame with the same columns, description included.
+
+    Parameters
+    ----------
+    shared : SharedMemoryRegressor
+        A fitted shared-memory model; it is copied, never modified, and ``clone``
+        shares it.
+    freeze_memory : bool, default=True
+        Keep the memory (atoms, router, prior map) as the shared model learned it and
+        train only the LoRA factors; ``False`` trains everything.
+    {_TRAINING_DOC}
+    Attributes
+    ----------
+    feature_columns_, descriptions_, embedding_dim_, shared_model_
+        As for :class:`~qlsk.SharedMemoryRegressor`.
+    {_FITTED_DOC}
+    Examples
+    --------
+    >>> from qlsk import FewShotRegressor, SharedMemoryRegressor
+    >>> from qlsk.simlib import load_family
+    >>> fam = load_family("ishigami-ab", n_per_member=20, n_test=5, random_state=0)
+    >>> shared = SharedMemoryRegressor(hidden_layer_sizes=(16,), max_epochs=2,
+    ...                                random_state=0).fit(fam.X_train, fam.y_train)
+    >>> few = FewShotRegressor(shared, max_epochs=2, random_state=0)
+    >>> few.fit(fam.X_heldout[:10], fam.y_heldout[:10]).predict(fam.X_heldout[:2]).shape
+    (2,)
+    """
+
+    def __init__(self, shared=None, *, freeze_memory=True, lr=1e-3, weight_decay=0.0,
+                 max_epochs=50, batch_size=16, early_stopping=False, validation_fraction=0.1,
+                 patience=20, device="cpu", random_state=None, verbose=0, callbacks=None):
+        self.shared = shared
+        self.freeze_memory = freeze_memory
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    _parameter_constraints = {
+        **BaseNeuralRegressor._parameter_constraints,
+        "shared": "no_validation",  # checked in _check_params: a fitted model
+        "freeze_memory": ["boolean"],
+    }
+
+    def _check_params(self):
+        super()._check_params()
+        if not isinstance(self.shared, SharedMemoryRegressor):
+            raise TypeError("shared must be a fitted SharedMemoryRegressor, got "
+                            f"{type(self.shared).__name__}")
+        check_is_fitted(self.shared, "net_")
+
+    _shared = ("shared",)
+
+    def _text_settings(self):
+        return self.shared._text_settings()
+
+    def _check_columns(self, columns) -> None:
+        expected = list(self.shared.feature_columns_)
+        if list(columns) != expected:
+            raise ValueError(f"X has {len(columns)} input column(s) {list(columns)}, but the "
+                             f"shared model was fitted on {len(expected)}: {expected}; every "
+                             "task must have the same inputs, in the same order")
+
+    def _build_module(self, Z, y, seed):
+        if y.shape[1] != self.shared.n_outputs_:
+            raise ValueError(f"y has {y.shape[1]} output(s), the shared model "
+                             f"{self.shared.n_outputs_}")
+        if self.embedding_dim_ != self.shared.embedding_dim_:
+            raise ValueError("the text encoder gives embeddings of another length than the "
+                             "shared model's")
+        module = copy.deepcopy(self.shared.module_).cpu().float()
+        if self.freeze_memory:
+            module.model.memory.requires_grad_(False)
+            module.model.prior_map.requires_grad_(False)
+        return module, self.shared.net_.criterion_.scale.clone().cpu()
