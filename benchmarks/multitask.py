@@ -5,7 +5,7 @@ families are split: designs and defaults are chosen on the development families
 (``--development``, :data:`qlsk.simlib.DEVELOPMENT_FAMILIES`), and a plain full run
 reports on the others (:data:`qlsk.simlib.REPORT_FAMILIES`).
 
-- **Zero-shot**: :class:`~qlsk.estimators.multitask.SharedMemoryRegressor` and the
+- **Zero-shot**: :class:`~qlsk.SharedMemoryRegressor` and the
   description-as-input network (:class:`qlsk.ConditionedLoraRegressor`)
   are fitted on the training members and scored on every member with the right
   description, a shuffled one (another member's of the same split) and none (a zero
@@ -13,7 +13,7 @@ reports on the others (:data:`qlsk.simlib.REPORT_FAMILIES`).
   family's paraphrase: other words, another order); task-blind references: the base,
   one LoRA on the pooled rows.
 - **Few-shot**: on each held-out member, ``n`` of its noisy rows (``sizes``):
-  :class:`~qlsk.estimators.multitask.FewShotRegressor` from the shared memory (memory
+  :class:`~qlsk.FewShotRegressor` from the shared memory (memory
   frozen; right description, and at ``n <= 25`` shuffled and none), the conditioning
   network from its multi-task fit (map frozen), and per-task LoRA, fine-tuning and a GP
   fitted on the ``n`` rows alone. Every neural few-shot fit takes the same number of
@@ -23,7 +23,7 @@ reports on the others (:data:`qlsk.simlib.REPORT_FAMILIES`).
   the earlier ones), against sequential LoRA (one LoRA trained stage after stage). After
   every stage each task seen so far is scored; forgetting is a task's error after the
   last stage over its error right after its own stage. The memory's routing after each
-  stage (:meth:`~qlsk.estimators.multitask.SharedMemoryRegressor.atom_usage`,
+  stage (:meth:`~qlsk.SharedMemoryRegressor.atom_usage`,
   ``stages_``, ``route_drift``) gives the continual figures.
 
 A cell is a family, a seed and a part: ``blind`` (the task-blind and per-task

@@ -79,3 +79,9 @@ class Net(NeuralNetRegressor):
         # is enough, and saves ~10% of a small network's step.
         if getattr(self, "module_", None) is None or self.module_.training != training:
             super()._set_training(training)
+
+
+# Where these lived before qlsk/nn.py and callbacks.py: pickles written then name them
+# here, so they stay importable from this module.
+from ..nn import MLP, ScaledMSELoss  # noqa: E402, F401
+from .callbacks import EpochProgress, StopOnDivergence, TrainingDivergedError  # noqa: E402, F401
