@@ -47,6 +47,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from qlsk import (
@@ -79,6 +80,8 @@ LABELS = {
     "few-shot, description as input", "lora": "LoRA per task", "finetune":
     "fine-tune per task", "gp": "GP per task", "seq-lora": "sequential LoRA",
     "memory-grow": "shared memory, grown atoms",
+    "memory-para": "shared memory, paraphrase-augmented",
+    "conditioning-para": "description as input, paraphrase-augmented",
 }
 # At most this many test rows per task feed the atom-usage figures.
 USAGE_ROWS = 200
@@ -267,8 +270,21 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
         top_k=config["top_k"], block_size=config["block_size"], **_common(config, seed))
     conditioned = ConditionedLoraRegressor(base=base, text_encoder=encoder,
                                            rank=config["rank"], **_common(config, seed))
-    for method, model in (("memory", memory), ("conditioning", conditioned)):
-        fit_s = _fit(model, X_train, y_train)
+    models = [("memory", memory, X_train, y_train),
+              ("conditioning", conditioned, X_train, y_train)]
+    if config.get("paraphrase_augmented"):
+        # the same models trained on every training row twice, once with its member's
+        # paraphrase, for half the epochs (the same optimiser steps)
+        X_both = pd.concat([X_train, X_train.assign(description=[
+            data.paraphrase[data.member_of[d]] for d in X_train.description])],
+            ignore_index=True)
+        y_both = np.concatenate([y_train, y_train])
+        halved = {**_common(config, seed), "max_epochs": max(1, config["max_epochs"] // 2)}
+        models += [("memory-para", clone(memory).set_params(**halved), X_both, y_both),
+                   ("conditioning-para", clone(conditioned).set_params(**halved), X_both,
+                    y_both)]
+    for method, model, X_fit, y_fit in models:
+        fit_s = _fit(model, X_fit, y_fit)
         for member in data.split.index:
             # a held-out member is also asked with its description paraphrased
             held_out = data.split[member] == "heldout"
@@ -421,12 +437,23 @@ def headline(df: pd.DataFrame, config: dict) -> pd.DataFrame:
                                   "n": sizes}, {"method": other, "n": sizes}, unit)
                 rows.append({"encoder": encoder, "comparison":
                              f"(b) memory few-shot / {LABELS[other]}", "at": label, **r})
-        for method in ("memory", "conditioning"):
+        for method in ("memory", "conditioning", "memory-para", "conditioning-para"):
+            if not (enc.method == method).any():
+                continue
             r = _ratio(enc, {"method": method, "control": "paraphrased", "n": 0},
                        {"method": method, "control": "right", "n": 0}, unit)
             rows.append({"encoder": encoder, "comparison":
                          f"zero-shot {LABELS[method]}: paraphrased / canonical",
                          "at": "zero-shot", **r})
+        for method in ("memory", "conditioning"):
+            if not (enc.method == f"{method}-para").any():
+                continue
+            for control in ("right", "paraphrased"):
+                r = _ratio(enc, {"method": f"{method}-para", "control": control, "n": 0},
+                           {"method": method, "control": control, "n": 0}, unit)
+                rows.append({"encoder": encoder, "comparison":
+                             f"zero-shot {LABELS[method]}, trained with paraphrases / "
+                             f"without ({control} description)", "at": "zero-shot", **r})
         for other in ("conditioning", "shared-lora", "base"):
             r = _ratio(both, {"method": "memory", "control": "right", "n": 0},
                        {"method": other, "control": "right" if other == "conditioning"
@@ -720,6 +747,8 @@ def write_report(records: list[dict], config: dict, output: str) -> str:
 
 def make_config(args) -> dict:
     config = {**DEFAULTS, **(QUICK if args.quick else FULL)}
+    if args.paraphrase_augmented:
+        config["paraphrase_augmented"] = True
     for key in ("families", "seeds", "encoders", "sizes", "base_epochs", "max_epochs",
                 "few_steps", "n_test", "n_per_member", "n_source", "n_stages"):
         value = getattr(args, key)
@@ -796,6 +825,10 @@ def main(argv=None) -> None:
     parser.add_argument("--n-stages", type=int, default=None)
     parser.add_argument("--time-limit", type=float, default=None,
                         help="minutes after which no new cell starts (rerun to resume)")
+    parser.add_argument("--paraphrase-augmented", action="store_true",
+                        help="also train the memory and the description-as-input network "
+                             "on every training row twice, once with its member's "
+                             "paraphrase (half the epochs), and score both wordings")
     args = parser.parse_args(argv)
     config = make_config(args)
     output = args.output or os.path.join(

@@ -10,7 +10,7 @@ from benchmarks.multitask import _symmetric_kl, atom_entropy, forgetting, main
 
 TINY = ["--quick", "--encoders", "lexical", "--sizes", "10", "25", "--n-per-member", "25",
         "--n-test", "20", "--n-source", "150", "--base-epochs", "2", "--max-epochs", "2",
-        "--few-steps", "3"]
+        "--few-steps", "3", "--paraphrase-augmented"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,11 @@ def test_rows_cover_methods_controls_and_sizes(tiny):
                                                                 "paraphrased"}
     headline = pd.read_csv(tiny[0] / "headline.csv")
     assert headline.comparison.str.contains("paraphrased / canonical").any()
+    # with --paraphrase-augmented: both models again, trained on both wordings
+    for method in ("memory-para", "conditioning-para"):
+        asked = zero[(zero.method == method) & (zero.split == "heldout")]
+        assert set(asked.control) == {"right", "shuffled", "none", "paraphrased"}, method
+    assert headline.comparison.str.contains("trained with paraphrases / without").any()
     assert {"base", "shared-lora"} <= set(zero.method)
     # the LoRA-factor few-shot methods train the same parameters per task
     params = held[held.method.isin(["memory-fewshot", "lora", "conditioning-fewshot"])]
