@@ -232,8 +232,8 @@ def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base):
     with pytest.raises(ValueError, match="shared= is a fitted object shared"):
         few.set_params(shared__max_epochs=99)
     assert shared.max_epochs == TINY["max_epochs"]
-    with pytest.raises(TypeError, match="pickle"):
-        qlsk.save(shared, "never-written.qlsk")
+    with pytest.raises(TypeError, match="keep a FewShotRegressor with pickle"):
+        qlsk.save(few, "never-written.qlsk")
 
 
 def test_a_missing_memory_file_fails_before_pretraining(fam, tmp_path):
@@ -286,3 +286,38 @@ def test_shared_memory_predicts_without_descriptions(fam, shared):
     np.testing.assert_array_equal(blind, shared.predict(X.assign(description="x"),
                                                         use_description=False))
     assert blind.shape == (len(X),) and not np.allclose(blind, shared.predict(X))
+
+
+def test_save_and_load_keep_memory_prior_map_stages_and_encoder(fam, base, tmp_path):
+    X, y = fam.X_train, fam.y_train
+    first = X.description.isin(X.description.unique()[:4])
+    grown = SharedMemoryRegressor(base=base, text_encoder="lexical", warm_start=True,
+                                  grow_atoms=2, freeze_previous_atoms=True, **TINY)
+    grown.fit(X[first], y[first]).fit(X[~first], y[~first])
+    path = tmp_path / "shared.qlsk"
+    qlsk.save(grown, path)
+    loaded = qlsk.load(path)
+    assert isinstance(loaded, SharedMemoryRegressor) and loaded.text_encoder == "lexical"
+    assert loaded.n_atoms_ == grown.n_atoms_ == grown.n_atoms + 2
+    np.testing.assert_array_equal(loaded.predict(fam.X_heldout), grown.predict(fam.X_heldout))
+    np.testing.assert_array_equal(loaded.atom_usage(fam.X_heldout),
+                                  grown.atom_usage(fam.X_heldout))
+    assert len(loaded.stages_) == 2 and loaded.descriptions_ == grown.descriptions_
+    np.testing.assert_allclose(loaded.route_drift().drift, grown.route_drift().drift,
+                               atol=1e-6)
+    loaded.fit(fam.X_heldout, fam.y_heldout)  # warm_start: a third stage on top
+    assert len(loaded.stages_) == 3
+    with pytest.raises(FileExistsError):
+        qlsk.save(grown, path)
+
+
+def test_save_refuses_what_json_and_a_qlsk_mlp_cannot_hold(fam, base, tmp_path):
+    X, y = fam.X_train, fam.y_train
+    own = SharedMemoryRegressor(base=base, text_encoder=lambda text: np.ones(4), **TINY)
+    with pytest.raises(TypeError, match="text_encoder"):
+        qlsk.save(own.fit(X, y), tmp_path / "a.qlsk")
+    custom = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    other = SharedMemoryRegressor(base=custom, text_encoder="lexical", **TINY).fit(X, y)
+    with pytest.raises(TypeError, match="custom torch base"):
+        qlsk.save(other, tmp_path / "b.qlsk")
+    assert not list(tmp_path.iterdir())

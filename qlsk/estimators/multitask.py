@@ -29,6 +29,7 @@ from ._base import _FITTED
 from ._described import _DESCRIBED_FITTED, _DescribedRegressor, _Packed
 from .bases import base_module, check_feature_names, check_fits
 from .callbacks import _KeepAtoms
+from .registry import storable
 from .regressors import (
     _ADAPT_DOC,
     _FITTED_DOC,
@@ -350,3 +351,75 @@ class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
             module.model.memory.requires_grad_(False)
             module.model.prior_map.requires_grad_(False)
         return module, previous["scale"].clone()
+
+
+# ---- qlsk.save / qlsk.load ----------------------------------------------------------
+
+def _dump(estimator: SharedMemoryRegressor) -> tuple[dict, dict]:
+    """What :func:`qlsk.save` keeps besides the parameters and the base: the network's
+    architecture, the adapted layers, the memory's size, every stage's record (its
+    probe rows included, for :meth:`SharedMemoryRegressor.route_drift`) and all weights
+    (base, LoRA factors, memory, router and prior map)."""
+    check_is_fitted(estimator, "net_")
+    shared = estimator.shared_model_
+    mlp = shared.adapted.base_model
+    if not hasattr(mlp, "spec"):
+        raise TypeError("save() keeps a SharedMemoryRegressor adapted from a qlsk MLP; this "
+                        "one has a custom torch base, so use pickle")
+    names = {id(m): n for n, m in mlp.named_modules()}
+    column = estimator.description_column
+    stages = [{"descriptions": stage["descriptions"], "n_atoms": int(stage["n_atoms"]),
+               "atom_usage": {text: np.asarray(usage).tolist()
+                              for text, usage in stage["atom_usage"].items()},
+               "probe": {"inputs": stage["probe"][estimator.feature_columns_]
+                         .to_numpy(dtype=float).tolist(),
+                         "descriptions": stage["probe"][column].astype(str).tolist()}}
+              for stage in estimator.stages_]
+    meta = {"mlp": mlp.spec(), "layers": [names[id(m)] for m in shared.adapted.adapted_layers],
+            "n_atoms_": int(estimator.n_atoms_), "feature_columns_":
+            list(estimator.feature_columns_), "descriptions_": list(estimator.descriptions_),
+            "embedding_dim_": int(estimator.embedding_dim_),
+            "n_outputs_": int(estimator.n_outputs_), "y_was_1d": bool(estimator._y_was_1d),
+            "n_trainable_params_": int(estimator.n_trainable_params_),
+            "history_": estimator.history_, "stages_": stages,
+            "loss_scale": estimator.net_.criterion_.scale.cpu().tolist()}
+    return meta, dict(estimator.net_.module_.state_dict())
+
+
+def _restore(estimator: SharedMemoryRegressor, meta: dict, tensors: dict,
+             device: str = "cpu") -> None:
+    import pandas as pd
+
+    from ..nn import MLP
+
+    for name in ("n_atoms_", "feature_columns_", "descriptions_", "embedding_dim_",
+                 "n_outputs_", "n_trainable_params_", "history_"):
+        setattr(estimator, name, meta[name])
+    estimator._y_was_1d = meta["y_was_1d"]
+    config = {**estimator._adapter_config(), "n_atoms": meta["n_atoms_"]}
+    with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
+        adapted = inject(MLP(**meta["mlp"]), "queryable", meta["layers"], **config)
+        shared = SharedMemoryModel(adapted, PriorMap(
+            meta["embedding_dim_"], meta["n_atoms_"], estimator.prior_temperature,
+            learned=estimator.prior_map == "learned"))
+    module = _Packed(shared, len(meta["feature_columns_"]))
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ValueError(f"the saved weights do not fit the saved architecture: {exc}") \
+            from None
+    scale = torch.as_tensor(np.asarray(meta["loss_scale"], dtype=np.float32))
+    estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
+    estimator.net_.initialize()
+    column = estimator.description_column
+    estimator.stages_ = [
+        {"descriptions": stage["descriptions"], "n_atoms": stage["n_atoms"],
+         "atom_usage": {text: np.asarray(usage) for text, usage in
+                        stage["atom_usage"].items()},
+         "probe": pd.DataFrame(stage["probe"]["inputs"], columns=meta["feature_columns_"])
+         .assign(**{column: stage["probe"]["descriptions"]})}
+        for stage in meta["stages_"]]
+    estimator.base_ = estimator.base  # a base that was pretrained in fit is not kept
+
+
+storable(SharedMemoryRegressor, dump=_dump, restore=_restore, key="shared")

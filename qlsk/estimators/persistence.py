@@ -218,12 +218,14 @@ def save(estimator, path, overwrite: bool = False) -> None:
     FileNotFoundError
         If the folder of ``path`` does not exist.
     TypeError
-        If the estimator is not one of the four single-task networks
-        (:class:`~qlsk.MLPRegressor`, :class:`~qlsk.FineTuneRegressor`,
-        :class:`~qlsk.LoraRegressor`, :class:`~qlsk.QueryableLoraRegressor`) or a
+        If the estimator's class is not one save() keeps: the four single-task
+        networks (:class:`~qlsk.MLPRegressor`, :class:`~qlsk.FineTuneRegressor`,
+        :class:`~qlsk.LoraRegressor`, :class:`~qlsk.QueryableLoraRegressor`),
         :class:`~qlsk.MultiFidelityGPRegressor` (kept as its fitted hyperparameters
-        and the rows its GPs condition on), or its
-        network, base or a parameter cannot be stored without pickle.
+        and the rows its GPs condition on), :class:`~qlsk.ConditionedLoraRegressor`
+        and :class:`~qlsk.SharedMemoryRegressor` (weights, memory, prior map, stages
+        and the text encoder's name); or if its network, base or a parameter cannot be
+        stored without pickle (a custom torch base, a callable text encoder).
     """
     entry = _check_storable(estimator)
     path = os.fspath(path)
