@@ -225,7 +225,7 @@ def test_columns_must_match_the_bases_names_and_order(fam):
         SharedMemoryRegressor(base=named_base, **TINY).fit(swapped, fam.y_train)
 
 
-def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base):
+def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base, tmp_path):
     shared = SharedMemoryRegressor(base=base, **TINY).fit(fam.X_train, fam.y_train)
     few = FewShotRegressor(shared)
     assert not any(k.startswith("shared__") for k in few.get_params(deep=True))
@@ -233,7 +233,7 @@ def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base):
         few.set_params(shared__max_epochs=99)
     assert shared.max_epochs == TINY["max_epochs"]
     with pytest.raises(TypeError, match="keep a FewShotRegressor with pickle"):
-        qlsk.save(few, "never-written.qlsk")
+        qlsk.save(few, tmp_path / "never-written.qlsk")
 
 
 def test_a_missing_memory_file_fails_before_pretraining(fam, tmp_path):
@@ -321,3 +321,24 @@ def test_save_refuses_what_json_and_a_qlsk_mlp_cannot_hold(fam, base, tmp_path):
     with pytest.raises(TypeError, match="custom torch base"):
         qlsk.save(other, tmp_path / "b.qlsk")
     assert not list(tmp_path.iterdir())
+
+
+def test_pickles_naming_the_old_module_paths_still_load(fam, shared):
+    # Before the estimators were split by concern these classes lived elsewhere, and a
+    # pickle names each class's module: rewrite today's paths to those and load.
+    few = FewShotRegressor(shared, max_epochs=1, random_state=0).fit(
+        fam.X_heldout.iloc[:8], fam.y_heldout[:8])
+    old = {b"qlsk.estimators.fewshot\nFewShotRegressor":
+           b"qlsk.estimators.multitask\nFewShotRegressor",
+           b"qlsk.estimators._described\n_TaskNet": b"qlsk.estimators.multitask\n_TaskNet",
+           b"qlsk.estimators._described\n_Packed": b"qlsk.estimators.multitask\n_Packed",
+           b"qlsk.nn\nMLP": b"qlsk.estimators._net\nMLP",
+           b"qlsk.estimators.callbacks\nStopOnDivergence":
+           b"qlsk.estimators._net\nStopOnDivergence"}
+    for model in (shared, few):
+        data = pickle.dumps(model, protocol=2)  # protocol 2 names classes as text lines
+        for new_path, old_path in old.items():
+            data = data.replace(new_path, old_path)
+        assert b"qlsk.estimators.multitask\n_TaskNet" in data
+        again = pickle.loads(data)
+        np.testing.assert_array_equal(again.predict(fam.X_heldout), model.predict(fam.X_heldout))

@@ -1,6 +1,7 @@
 """scikit-learn regressors built on skorch: pretrain an MLP, then adapt it."""
 
 from ..nn import MLP
+from . import multitask
 from .callbacks import GradientDiagnostics, TrainingDivergedError
 from .conditioned import ConditionedLoraRegressor
 from .discrepancy import GPDiscrepancyRegressor
@@ -23,3 +24,7 @@ __all__ = [
     "QueryableLoraRegressor",
     "SharedMemoryRegressor", "TrainingDivergedError", "TransferRegressor", "load", "save"
 ]
+
+# FewShotRegressor lived in multitask.py, and pickles written then look for it there;
+# fewshot.py imports multitask.py, so the name is set here rather than imported back.
+multitask.FewShotRegressor = FewShotRegressor

@@ -26,7 +26,7 @@ from ..adapters.prior_map import (
 )
 from ..nn import _safe_std
 from ._base import _FITTED
-from ._described import _DESCRIBED_FITTED, _DescribedRegressor, _Packed
+from ._described import _DESCRIBED_FITTED, _DescribedRegressor, _Packed, _TaskNet  # noqa: F401
 from .bases import base_module, check_feature_names, check_fits
 from .callbacks import _KeepAtoms
 from .registry import storable
