@@ -107,7 +107,13 @@ def test_bad_input_names_the_problem(fam, model):
         model.predict(X.drop(columns="description").to_numpy())
     with pytest.raises(ValueError, match="missing or infinite"):
         model.predict(X.assign(x1=np.nan))
-    assert torch.is_tensor(model.module_.condition.weight)
+    reordered = X[["x2", "x1", "x3", "description"]]
+    with pytest.raises(ValueError, match="init was fitted on"):
+        ConditionedLoraRegressor(init=model, max_epochs=1).fit(reordered, fam.y_heldout)
+    with pytest.raises(ValueError, match="rank"):
+        ConditionedLoraRegressor(base=model.base, rank=2.5).fit(fam.X_train, fam.y_train)
+    # it has no atom memory, so none of the memory's views
+    assert not any(hasattr(model, name) for name in ("atom_usage", "save_memory"))
 
 
 def test_predicting_without_descriptions(fam, model):

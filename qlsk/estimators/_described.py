@@ -207,6 +207,11 @@ class _DescribedRegressor(BaseNeuralRegressor):
         """Hook: extra callbacks for this fit."""
         return []
 
+
+class _MemoryViews:
+    """What an estimator built on a shared atom memory offers besides predictions (the
+    memory and few-shot estimators; the description-as-input network has no memory)."""
+
     @property
     def shared_model_(self) -> SharedMemoryModel:
         """The fitted :class:`~qlsk.adapters.prior_map.SharedMemoryModel`."""

@@ -4,7 +4,7 @@ memory's text channel, and today the better of the two (``docs/multitask.md``)."
 from __future__ import annotations
 
 import copy
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import inject
 from ..adapters.conditioning import DescriptionInput
+from ..nn import _safe_std
 from ._base import BaseNeuralRegressor
 from ._described import _DescribedRegressor
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
@@ -140,7 +141,7 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
         "freeze_condition": ["boolean"],
         "description_column": [str],
         "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
-        "rank": [Interval(Real, 1, None, closed="left")],
+        "rank": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -156,6 +157,13 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
                              "fitted model to start from (init=...)")
         else:
             base_module(self.base)
+
+    def _check_columns(self, columns) -> None:
+        if self.init is not None and list(columns) != list(self.init.feature_columns_):
+            expected = list(self.init.feature_columns_)
+            raise ValueError(f"X has input column(s) {list(columns)}, but init was fitted on "
+                             f"{expected}; every task must have the same inputs, in the "
+                             "same order")
 
     def _text_settings(self):
         if self.init is not None:
@@ -176,14 +184,17 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
         else:
             check_feature_names(list(self.feature_columns_), self.base)
             module = self._fresh_module(y.shape[1])
-            scale = _loss_scale(module)
+            scale = _loss_scale(module, y)
         module.condition.requires_grad_(not self.freeze_condition)
         return module, scale
 
 
-def _loss_scale(module: DescriptionInput) -> torch.Tensor:
+def _loss_scale(module: DescriptionInput, y) -> torch.Tensor:
+    """The base MLP's target scale; for a custom torch base, that of the targets."""
     mlp = module.adapted.base_model
-    return mlp.y_scale.clone() if hasattr(mlp, "y_scale") else torch.ones(1)
+    if hasattr(mlp, "y_scale"):
+        return mlp.y_scale.clone()
+    return torch.as_tensor(_safe_std(y), dtype=torch.float32)
 
 
 def _dump(estimator: ConditionedLoraRegressor) -> tuple[dict, dict]:

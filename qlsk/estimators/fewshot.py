@@ -7,13 +7,13 @@ import copy
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseNeuralRegressor
-from ._described import _DescribedRegressor
+from ._described import _DescribedRegressor, _MemoryViews
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
 from .regressors import _FITTED_DOC, _TRAINING_DOC
 
 
-class FewShotRegressor(SharesFitted, _DescribedRegressor):
+class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
     __doc__ = f"""Adapt a fitted :class:`~qlsk.SharedMemoryRegressor` to new tasks from a few rows.
 
     Training starts from a copy of the shared model (base, LoRA factors, memory and

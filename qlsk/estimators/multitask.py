@@ -26,7 +26,13 @@ from ..adapters.prior_map import (
 )
 from ..nn import _safe_std
 from ._base import _FITTED
-from ._described import _DESCRIBED_FITTED, _DescribedRegressor, _Packed, _TaskNet  # noqa: F401
+from ._described import (  # noqa: F401  (_TaskNet: old pickles name it here)
+    _DESCRIBED_FITTED,
+    _DescribedRegressor,
+    _MemoryViews,
+    _Packed,
+    _TaskNet,
+)
 from .bases import base_module, check_feature_names, check_fits
 from .callbacks import _KeepAtoms
 from .registry import storable
@@ -52,7 +58,7 @@ _SHARED_OPTIONS_DOC = parameter_docs(QueryableLoraConfig, _SHARED_OPTIONS,
                                      _SHARED_DEFAULTS).strip()
 
 
-class SharedMemoryRegressor(_DescribedRegressor, _AdaptingRegressor):
+class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegressor):
     __doc__ = f"""Queryable LoRA with one atom memory shared by many described tasks.
 
     ``fit`` takes a DataFrame whose numeric columns are the inputs and whose text
