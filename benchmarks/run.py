@@ -18,7 +18,7 @@ import time
 import pandas as pd
 
 from .cells import METHODS, run_cell
-from .runner import cell_key, read_done, run_cells
+from .runner import cell_key, check_output, read_done, run_cells
 
 QUICK = {
     "tasks": ["park91a-lf-to-hf", "friedman-sine-doubled", "forrester-lf-to-hf"],
@@ -143,6 +143,7 @@ def run_serially(run_cell, config: dict, output: str, report_only: bool = False)
     """
     cells = [(t, s) for t in config["tasks"] for s in config["seeds"]]
     if report_only:
+        check_output(config, output)
         done = read_done(os.path.join(output, "cells.jsonl"))
         return [row for c in cells if cell_key(*c) in done for row in done[cell_key(*c)]]
     records = run_cells(run_cell, config, cells, output)

@@ -46,6 +46,18 @@ def read_done(path: str) -> dict[str, list[dict]]:
     return {key: record["rows"] for key, record in read_records(path).items()}
 
 
+def check_output(config: dict, output: str, same: Callable | None = None) -> None:
+    """Refuse ``output`` if it holds a run that may not continue under ``config``
+    (``same(previous, config)``, default equality); a folder without a run passes."""
+    config_path = os.path.join(output, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = json.load(f)
+        if not (same or (lambda a, b: a == b))(previous, config):
+            raise SystemExit(f"{output} holds a run with another configuration; "
+                             "use a new --output to keep it")
+
+
 def open_output(config: dict, output: str, same: Callable | None = None) -> str:
     """Prepare ``output`` for ``config``; return the path of its ``cells.jsonl``.
 
@@ -54,27 +66,30 @@ def open_output(config: dict, output: str, same: Callable | None = None) -> str:
     rewritten with ``config``. Otherwise the run is refused with a message.
     """
     os.makedirs(output, exist_ok=True)
+    check_output(config, output, same)
     config_path = os.path.join(output, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = json.load(f)
-        if not (same or (lambda a, b: a == b))(previous, config):
-            raise SystemExit(f"{output} holds a run with another configuration; "
-                             "use a new --output to keep it")
     with open(config_path, "w") as f:
         json.dump(config, f, indent=1)
     return os.path.join(output, "cells.jsonl")
 
 
-def _drop_cut_line(path: str) -> None:
-    """Remove a last line that an interruption cut short, so that the next record
-    appended starts on a line of its own (else it would be lost with the cut one)."""
+def _end_last_line(path: str) -> None:
+    """Make the file end with a line break, so that the next record appended starts on
+    a line of its own: a last line that an interruption cut short is removed, and one
+    that is a whole record missing only its line break gets it."""
     if not os.path.exists(path):
         return
     with open(path, "rb+") as f:
         data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        if not data or data.endswith(b"\n"):
+            return
+        last = data[data.rfind(b"\n") + 1:]
+        try:
+            json.loads(last)
+        except ValueError:
+            f.truncate(len(data) - len(last))
+        else:
+            f.write(b"\n")
 
 
 class _Later:
@@ -144,8 +159,8 @@ def run_cells(run_cell: Callable, config: dict, cells: Iterable[tuple], output: 
     """
     cells = list(cells)
     cells_path = open_output(config, output, same)
+    _end_last_line(cells_path)
     done = read_records(cells_path)
-    _drop_cut_line(cells_path)
     todo = [c for c in cells if cell_key(*c) not in done]
     if done and todo and progress != "none":
         print(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
@@ -154,6 +169,10 @@ def run_cells(run_cell: Callable, config: dict, cells: Iterable[tuple], output: 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell")
+    if limit_s is not None and (jobs > 1 or dask_scheduler):
+        raise ValueError("limit_s needs a serial run (jobs=1, no Dask scheduler)")
+    if not todo:
+        return {cell_key(*c): done[cell_key(*c)] for c in cells}
     t0 = time.perf_counter()
     try:
         with executor(jobs, dask_scheduler) as (submit, completed), \

@@ -52,6 +52,11 @@ def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: dict | N
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would give, not mkstemp's 0600
+        with open(tmp, "rb") as f:  # on disk before it takes the name
+            os.fsync(f.fileno())
         if not overwrite and os.path.exists(path):
             raise FileExistsError(f"{path} appeared while saving; nothing was overwritten")
         os.replace(tmp, path)

@@ -62,3 +62,26 @@ def test_the_serial_executor_runs_each_call_when_its_result_is_asked_for():
         assert calls == []
         assert [f.result()[0]["value"] for f in completed(futures)] == [0, 1, 4]
     assert cell_key("t", 0) == "t|0"
+
+
+def test_a_whole_last_record_missing_its_line_break_is_kept(tmp_path):
+    config, cells = {"scale": 1}, [("a", 1), ("b", 2), ("c", 3)]
+    run_cells(square, config, cells[:2], str(tmp_path))
+    path = tmp_path / "cells.jsonl"
+    path.write_text(path.read_text().rstrip("\n"))  # killed before the line break
+    calls.clear()
+    records = run_cells(square, config, cells, str(tmp_path))
+    assert calls == [("c", 3)] and list(records) == ["a|1", "b|2", "c|3"]
+    assert list(read_records(str(path))) == ["a|1", "b|2", "c|3"]
+
+
+def test_a_report_of_another_configuration_is_refused(tmp_path):
+    from benchmarks.run import run_serially
+
+    config = {"tasks": ["t"], "seeds": [0], "scale": 1}
+    run_cells(lambda c, t, s: [{"task": t}], config, [("t", 0)], str(tmp_path))
+    assert run_serially(None, config, str(tmp_path), report_only=True) == [{"task": "t"}]
+    with pytest.raises(SystemExit, match="another configuration"):
+        run_serially(None, {**config, "scale": 2}, str(tmp_path), report_only=True)
+    with pytest.raises(ValueError, match="serial"):
+        run_cells(square, config, [("t", 0)], str(tmp_path), jobs=2, limit_s=1.0)

@@ -110,6 +110,8 @@ def _json_params(estimator) -> dict:
             continue  # the weights are saved whole; callbacks belong to one fit
         if isinstance(value, np.ndarray):
             value = value.tolist()
+        if isinstance(value, os.PathLike):  # e.g. a memory file's path
+            value = os.fspath(value)
         if isinstance(value, tuple):
             value = list(value)
         try:
