@@ -52,15 +52,16 @@ GPS = ("gp-ar1", "gp-nargp", "gp-ar1-subset", "gp-nargp-subset", "svgp-ar1", "sv
 
 
 def _models(config, task, base, seed, n_train) -> dict:
-    """``method: (model, rows)`` for one size; ``rows`` None fits every row."""
+    """``method: (model, rows)`` for one size; ``rows`` None fits every row (a GP with
+    ``max_rows`` then picks its own seeded subset)."""
     models = {}
     exact = config["exact_max"]
     for kind in ("ar1", "nargp"):
         if n_train <= exact:
             models[f"gp-{kind}"] = make_peer(f"gp-{kind}", base, task, seed), None
         elif config["subset_gp"]:  # the classic scalable fallback: the exact GP on a subset
-            rows = np.random.default_rng(seed).permutation(n_train)[:exact]
-            models[f"gp-{kind}-subset"] = make_peer(f"gp-{kind}", base, task, seed), rows
+            models[f"gp-{kind}-subset"] = make_peer(f"gp-{kind}", base, task, seed).set_params(
+                max_rows=exact), None
     if n_train >= config["svgp_min"]:
         from .scalable_gp import SVGPRegressor
 

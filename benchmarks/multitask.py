@@ -755,6 +755,8 @@ def make_config(args) -> dict:
         if value is not None:
             config[key] = value
     known = list(list_families()["name"])
+    if args.development and args.families is not None:
+        raise SystemExit("give --families or --development, not both")
     if config["families"] is None:  # the protocol's split: choose on one, report the other
         config["families"] = list(DEVELOPMENT_FAMILIES if args.development
                                   else REPORT_FAMILIES)

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from helpers import mlp
 from torch import nn
 
 from qlsk.adapters import (
@@ -19,13 +20,6 @@ from qlsk.adapters import (
 ROUTER = {"memory.keys", "memory.query_proj.weight", "memory.block_embed",
           "memory.depth_queries"}
 
-
-def mlp(depth=4, width=16, n_in=4, seed=0):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(n_in, width), nn.SiLU()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), nn.SiLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
 def train(model, x, steps=5, lr=1e-2):
