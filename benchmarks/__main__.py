@@ -1,3 +1,29 @@
-from .run import main
+"""``python -m benchmarks [STUDY] [options]``: the grid (no study named), or one study.
 
-main()
+``python -m benchmarks --quick`` runs the main job (:mod:`benchmarks.run`);
+``python -m benchmarks gp_kinds --development`` is ``python -m benchmarks.gp_kinds
+--development``, and so for every study in :data:`STUDIES`.
+"""
+
+import importlib
+import sys
+
+STUDIES = ("ablations", "adapter_speed", "calibration", "defaults", "early_stopping",
+           "estimator_overhead", "gp_kinds", "growing_n", "multitask", "pareto", "prior_map",
+           "regularization", "transfer_auto", "tuned")
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in STUDIES:
+        return importlib.import_module(f"benchmarks.{argv[0]}").main(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        raise SystemExit(f"unknown study {argv[0]!r}; choose from {', '.join(STUDIES)}, or "
+                         "give no study for the grid")
+    from .run import main as grid
+
+    return grid(argv)
+
+
+if __name__ == "__main__":
+    main()

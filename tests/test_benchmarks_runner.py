@@ -85,3 +85,24 @@ def test_a_report_of_another_configuration_is_refused(tmp_path):
         run_serially(None, {**config, "scale": 2}, str(tmp_path), report_only=True)
     with pytest.raises(ValueError, match="serial"):
         run_cells(square, config, [("t", 0)], str(tmp_path), jobs=2, limit_s=1.0)
+
+
+def test_python_m_benchmarks_runs_the_grid_or_the_named_study(capsys):
+    import importlib
+    import pkgutil
+
+    import benchmarks
+    from benchmarks.__main__ import STUDIES, main
+
+    with_main = {m.name for m in pkgutil.iter_modules(benchmarks.__path__)
+                 if m.name not in ("__main__", "run")
+                 and hasattr(importlib.import_module(f"benchmarks.{m.name}"), "main")}
+    assert set(STUDIES) == with_main  # every study is reachable by name
+    with pytest.raises(SystemExit) as done:
+        main(["gp_kinds", "--help"])
+    assert done.value.code == 0 and "python -m benchmarks.gp_kinds" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "--dask-scheduler" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown study 'gp_kind'"):
+        main(["gp_kind"])
