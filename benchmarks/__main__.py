@@ -8,9 +8,9 @@
 import importlib
 import sys
 
-STUDIES = ("ablations", "adapter_speed", "calibration", "defaults", "early_stopping",
-           "estimator_overhead", "gp_kinds", "growing_n", "multitask", "pareto", "prior_map",
-           "regularization", "transfer_auto", "tuned")
+STUDIES = ("ablations", "adapter_speed", "defaults", "described_tasks", "early_stopping",
+           "estimator_overhead", "gp_kinds", "growing_n", "learned_prior", "output_calibration",
+           "pareto", "regularization", "transfer_auto", "tuned")
 
 
 def main(argv=None) -> None:

@@ -1,4 +1,5 @@
-"""``python -m benchmarks.calibration``: should the adapters calibrate their output by default?
+"""``python -m benchmarks.output_calibration``: should the adapters calibrate their output
+by default?
 
 Fits LoRA and Queryable LoRA with ``output_calibration`` off and on (with several
 ``calibration_shrinkage`` strengths) on every task of the main benchmark, at seeds it

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.multitask``: one atom memory for many described tasks.
+"""``python -m benchmarks.described_tasks``: one atom memory for many described tasks.
 
 For every task family and seed, on one pretrained base (``docs/multitask.md``). The
 families are split: designs and defaults are chosen on the development families
@@ -800,7 +800,7 @@ def run(config: dict, output: str, limit_s: float | None = None) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.multitask",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.described_tasks",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one family, one seed, the semantic encoder, fewer epochs")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.multitask import _symmetric_kl, atom_entropy, forgetting, main
+from benchmarks.described_tasks import _symmetric_kl, atom_entropy, forgetting, main
 
 TINY = ["--quick", "--encoders", "lexical", "--sizes", "10", "25", "--n-per-member", "25",
         "--n-test", "20", "--n-source", "150", "--base-epochs", "2", "--max-epochs", "2",

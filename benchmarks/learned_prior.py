@@ -1,4 +1,4 @@
-"""``python -m benchmarks.prior_map [EPOCHS]``: the learned against the fixed prior map.
+"""``python -m benchmarks.learned_prior [EPOCHS]``: the learned against the fixed prior map.
 
 Zero-shot and seen-member error on the ishigami-ab family with the right, a shuffled and
 no description, seeds 0 and 1, for the learned map (semantic and lexical encoders) and
@@ -7,8 +7,8 @@ one Queryable LoRA on the pooled rows). The protocol and its figures are in
 ``docs/multitask.md``; one JSON line per result is printed.
 """
 
+import argparse
 import json
-import sys
 import time
 
 import numpy as np
@@ -92,10 +92,14 @@ def _seed(seed: int, epochs: int) -> None:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.learned_prior",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("epochs", nargs="?", type=int, default=150,
+                        help="epochs of every fit (default 150)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for seed in (0, 1):
-        _seed(seed, int(argv[0]) if argv else 150)
+        _seed(seed, args.epochs)
 
 
 if __name__ == "__main__":
