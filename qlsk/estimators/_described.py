@@ -188,11 +188,12 @@ class _DescribedRegressor(BaseNeuralRegressor):
         """
         if use_description:
             return super().predict(X)
+        check_is_fitted(self, "net_")
         column, _ = self._text_settings()
-        if hasattr(X, "columns") and column not in X.columns:
-            X = X.assign(**{column: "no description"})  # embedded, then zeroed below
-        Z = self._validate_predict_data(X)
-        Z[:, len(self.feature_columns_):-1] = 0
+        if hasattr(X, "columns"):  # the descriptions are not read: none is embedded
+            X = X.assign(**{column: "no description"})
+        values, _ = self._frame(X, reset=False)
+        Z = np.hstack([values, np.zeros((len(values), self.embedding_dim_ + 1), np.float32)])
         y = self.net_.predict(Z).astype(np.float64)
         return y.ravel() if self._y_was_1d else y
 
