@@ -52,26 +52,25 @@ GPS = ("gp-ar1", "gp-nargp", "gp-ar1-subset", "gp-nargp-subset", "svgp-ar1", "sv
 
 
 def _models(config, task, base, seed, n_train) -> dict:
-    """``method: (model, rows)`` for one size; ``rows`` None fits every row (a GP with
-    ``max_rows`` then picks its own seeded subset)."""
+    """``method: model`` for one size (the subset GPs pick their own seeded rows)."""
     models = {}
     exact = config["exact_max"]
     for kind in ("ar1", "nargp"):
         if n_train <= exact:
-            models[f"gp-{kind}"] = make_peer(f"gp-{kind}", base, task, seed), None
+            models[f"gp-{kind}"] = make_peer(f"gp-{kind}", base, task, seed)
         elif config["subset_gp"]:  # the classic scalable fallback: the exact GP on a subset
             models[f"gp-{kind}-subset"] = make_peer(f"gp-{kind}", base, task, seed).set_params(
-                max_rows=exact), None
+                max_rows=exact)
     if n_train >= config["svgp_min"]:
         from .scalable_gp import SVGPRegressor
 
-        models.update({f"svgp-{kind}": (SVGPRegressor(base, kind=kind, bounds=task.bounds,
-                                                      n_steps=config["svgp_steps"],
-                                                      random_state=seed), None)
+        models.update({f"svgp-{kind}": SVGPRegressor(base, kind=kind, bounds=task.bounds,
+                                                     n_steps=config["svgp_steps"],
+                                                     random_state=seed)
                        for kind in ("ar1", "nargp")})
     # the adapters at their defaults; --max-steps caps their fits (for a quick check only)
     capped = {} if config.get("max_steps") is None else {"max_steps": config["max_steps"]}
-    models.update({name: (cls(base=base, random_state=seed, **capped), None)
+    models.update({name: cls(base=base, random_state=seed, **capped)
                    for name, cls in ADAPTERS.items()})
     return models
 
@@ -83,14 +82,11 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         for n_train, task, base in sizes_on_one_base(config, task_name, seed):
             model_seed = _seed(task_name, seed, n_train)
             models = _models(config, task, base, model_seed, n_train)
-            for method, (model, subset) in models.items():
-                X, y = task.X_train, task.y_train
-                if subset is not None:
-                    X, y = X[subset], y[subset]
+            for method, model in models.items():
                 t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ConvergenceWarning)
-                    model.fit(X, y)
+                    model.fit(task.X_train, task.y_train)
                 fit_time = time.perf_counter() - t0
                 rows.append({"task": task_name, "seed": seed, "n_train": n_train,
                              "method": method, "fit_time_s": fit_time,
