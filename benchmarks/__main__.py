@@ -8,7 +8,8 @@
 import importlib
 import sys
 
-STUDIES = ("ablations", "adapter_speed", "defaults", "described_tasks", "early_stopping",
+STUDIES = ("ablations", "adapter_speed", "defaults", "described_tasks",
+           "description_channels", "early_stopping",
            "estimator_overhead", "gp_kinds", "growing_n", "learned_prior", "output_calibration",
            "pareto", "regularization", "transfer_auto", "tuned")
 

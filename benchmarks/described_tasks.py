@@ -20,7 +20,8 @@ reports on the others (:data:`qlsk.simlib.REPORT_FAMILIES`).
   optimiser steps; the three LoRA-factor methods train the same parameters.
 - **Continual**: the training members in ``n_stages`` stages; the shared memory with
   ``warm_start=True`` (and a variant that grows ``grow_atoms`` atoms per stage and keeps
-  the earlier ones), against sequential LoRA (one LoRA trained stage after stage). After
+  the earlier ones, and one that replays ``replay_rows`` kept rows of every earlier
+  task in each later stage), against sequential LoRA (one LoRA trained stage after stage). After
   every stage each task seen so far is scored; forgetting is a task's error after the
   last stage over its error right after its own stage. The memory's routing after each
   stage (:meth:`~qlsk.SharedMemoryRegressor.atom_usage`,
@@ -71,7 +72,8 @@ FULL = {"families": None, "seeds": [0, 1, 2], "encoders": ["semantic", "lexical"
 DEFAULTS = {"sizes": [10, 25, 50, 100], "n_per_member": 100, "n_test": 500,
             "n_source": 2000, "noise": 0.1, "hidden": [64, 64, 64], "lr": 1e-3,
             "batch_size": 32, "few_batch_size": 16, "rank": 4, "n_atoms": 8, "top_k": 2,
-            "block_size": 1, "n_stages": 3, "grow_atoms": 4, "control_max_n": 25}
+            "block_size": 1, "n_stages": 3, "grow_atoms": 4, "replay_rows": 10,
+            "control_max_n": 25}
 CONTROLS = ("right", "shuffled", "none")
 LABELS = {
     "base": "base (unadapted)", "shared-lora": "one LoRA, task-blind",
@@ -80,6 +82,7 @@ LABELS = {
     "few-shot, description as input", "lora": "LoRA per task", "finetune":
     "fine-tune per task", "gp": "GP per task", "seq-lora": "sequential LoRA",
     "memory-grow": "shared memory, grown atoms",
+    "memory-replay": "shared memory, replaying kept rows",
     "memory-para": "shared memory, paraphrase-augmented",
     "conditioning-para": "description as input, paraphrase-augmented",
 }
@@ -316,18 +319,24 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
 
 
 def _continual(config: dict, data: _Family, base, encoder: str) -> tuple[list[dict], dict]:
-    """The shared memory over stages, as it is and growing; its routing after each stage."""
+    """The shared memory over stages: as it is, growing, replaying; its routing after each
+    stage."""
     rows, figures = [], {}
     stages = data.stages(config["n_stages"])
-    for method, grow in (("memory", 0), ("memory-grow", config["grow_atoms"])):
+    variants = (("memory", {}), ("memory-grow", {"grow_atoms": config["grow_atoms"],
+                                                 "freeze_previous_atoms": True}),
+                ("memory-replay", {"replay_rows": config.get("replay_rows", 0)}))
+    for method, later in variants:
+        if method != "memory" and not any(later.values()):
+            continue  # a variant switched off is the plain memory again
         model = SharedMemoryRegressor(
             base=base, text_encoder=encoder, rank=config["rank"], n_atoms=config["n_atoms"],
             top_k=config["top_k"], block_size=config["block_size"], warm_start=True,
             **_common(config, _seed(data.name, data.seed, encoder, "continual")))
         seen, usage, drift = [], [], []
         for stage, members in enumerate(stages):
-            if stage == 1 and grow:
-                model.set_params(grow_atoms=grow, freeze_previous_atoms=True)
+            if stage == 1:
+                model.set_params(**later)
             X, y = data.rows(members)
             fit_s = _fit(model, X, y)
             seen += [(m, stage) for m in members]
@@ -394,7 +403,7 @@ def forgetting(df: pd.DataFrame) -> pd.DataFrame:
     (``final / own``), and ``base``, the unadapted base's RMSE on the task; tasks of the
     last stage are left out (nothing came after them).
     """
-    cont = df[df.method.isin(["memory-grow", "seq-lora"])
+    cont = df[df.method.isin(["memory-grow", "memory-replay", "seq-lora"])
               | ((df.method == "memory") & df.stage.notna())].copy()
     if cont.empty:
         return pd.DataFrame()
@@ -465,7 +474,7 @@ def headline(df: pd.DataFrame, config: dict) -> pd.DataFrame:
         for encoder in config["encoders"]:
             mine = forget[forget.encoder == encoder]
             seq = forget[forget.method == "seq-lora"].drop(columns="encoder")
-            for method in ("memory", "memory-grow"):
+            for method in ("memory", "memory-grow", "memory-replay"):
                 ours = mine[mine.method == method].drop(columns="encoder")
                 paired = ours.merge(seq, on=["family", "seed", "member"],
                                     suffixes=("", "_seq"))
@@ -790,13 +799,15 @@ def _same_settings(previous: dict, config: dict) -> bool:
             == {k: v for k, v in config.items() if k not in grown})
 
 
-def run(config: dict, output: str, limit_s: float | None = None) -> list[dict]:
-    """Run the missing cells of ``config`` into ``output``, one at a time; return every record.
+def run(config: dict, output: str, limit_s: float | None = None,
+        jobs: int = 1) -> list[dict]:
+    """Run the missing cells of ``config`` into ``output``; return every record.
 
-    ``limit_s``: start no new cell after this many seconds (the run resumes later).
+    ``limit_s``: start no new cell after this many seconds (the run resumes later; one
+    cell at a time only). ``jobs``: cells run in that many processes.
     """
     return list(run_cells(_cell, config, cells(config), output, same=_same_settings,
-                          limit_s=limit_s).values())
+                          limit_s=limit_s, jobs=jobs).values())
 
 
 def main(argv=None) -> None:
@@ -826,7 +837,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n-source", type=int, default=None)
     parser.add_argument("--n-stages", type=int, default=None)
     parser.add_argument("--time-limit", type=float, default=None,
-                        help="minutes after which no new cell starts (rerun to resume)")
+                        help="minutes after which no new cell starts (rerun to resume; "
+                             "one job only)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     parser.add_argument("--paraphrase-augmented", action="store_true",
                         help="also train the memory and the description-as-input network "
                              "on every training row twice, once with its member's "
@@ -837,7 +850,7 @@ def main(argv=None) -> None:
         os.path.dirname(__file__), "results",
         f"multitask-{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
-    records = run(config, output, args.time_limit and 60 * args.time_limit)
+    records = run(config, output, args.time_limit and 60 * args.time_limit, args.jobs)
     table = write_report(records, config, output) if records else "no cell finished"
     print(table)
     print(f"\n{len(records)} cells, {time.perf_counter() - t0:.0f} s; summary.md, "

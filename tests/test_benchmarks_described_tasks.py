@@ -64,7 +64,7 @@ def test_rows_cover_methods_controls_and_sizes(tiny):
 def test_continual_forgetting_against_sequential_lora(tiny):
     _, df = tiny
     forget = forgetting(df)
-    assert set(forget.method) == {"memory", "memory-grow", "seq-lora"}
+    assert set(forget.method) == {"memory", "memory-grow", "memory-replay", "seq-lora"}
     assert (forget.origin < forget["last"]).all()
     assert np.allclose(forget.forgetting, forget.final / forget.own)
     headline = pd.read_csv(tiny[0] / "headline.csv")

@@ -5,9 +5,9 @@ log_softmax(P e(c) / tau_pi)``. With ``learned=False`` it is exactly the fixed, 
 projection of :func:`~qlsk.adapters.queryable.instruction_prior`; with ``learned=True``
 ``P`` starts there and is trained with the adapter, so that descriptions which call for
 the same update learn to ask for the same atoms. :class:`SharedMemoryModel` runs an
-adapted network on rows of several tasks, setting the memory's prior per task, and
-:func:`save_memory` / :func:`load_memory` move the memory (atoms, router, prior map)
-alone between models.
+adapted network on rows of several tasks, setting the memory's prior (and any other
+description channels, :mod:`qlsk.adapters.channels`) per task, and :func:`save_memory` /
+:func:`load_memory` move the memory (atoms, router, prior map) alone between models.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..files import write_safetensors
+from .channels import DescriptionChannels
 from .inject import AdaptedModel
 from .queryable import PRIOR_SEED
 
@@ -89,7 +90,7 @@ class PriorMap(nn.Module):
 
 
 class SharedMemoryModel(nn.Module):
-    """An adapted network shared by many tasks, routed with each task's prior.
+    """An adapted network shared by many tasks, conditioned on each task's description.
 
     Parameters
     ----------
@@ -97,6 +98,10 @@ class SharedMemoryModel(nn.Module):
         A network adapted with ``inject(..., "queryable")``.
     prior_map : PriorMap
         Maps a description embedding to the memory's log-prior.
+    channels : DescriptionChannels or None
+        Where the description enters (:mod:`qlsk.adapters.channels`); ``None``: the
+        prior alone, the method as published. Without the ``"prior"`` channel the
+        prior map is kept (and frozen) but not used.
 
     Attributes
     ----------
@@ -104,7 +109,8 @@ class SharedMemoryModel(nn.Module):
         After a forward pass, every row's routing weights, detached.
     """
 
-    def __init__(self, adapted: AdaptedModel, prior_map: PriorMap):
+    def __init__(self, adapted: AdaptedModel, prior_map: PriorMap,
+                 channels: DescriptionChannels | None = None):
         super().__init__()
         if adapted.memory is None:
             raise TypeError("a shared memory needs method='queryable', not plain LoRA")
@@ -112,21 +118,41 @@ class SharedMemoryModel(nn.Module):
             raise ValueError(f"the prior map has {prior_map.weight.shape[0]} atoms, the "
                              f"memory {adapted.memory.n_atoms}")
         self.adapted, self.prior_map = adapted, prior_map
+        if channels is not None:
+            if "query" in channels.names and not hasattr(adapted.memory, "query_proj"):
+                raise ValueError(f"the query channel rescales the memory's queries, and "
+                                 f"{type(adapted.memory).__name__} has none (use "
+                                 "query='state+depth', 'state' or 'detached')")
+            channels.attach(adapted)
+            if not channels.prior:
+                prior_map.requires_grad_(False)
+            self.channels = channels
         self.routing = None
 
     @property
     def memory(self):
         return self.adapted.memory
 
+    def freeze_memory(self) -> None:
+        """Stop training what the tasks share besides the LoRA factors: the atoms, the
+        router, the prior map and the description channels."""
+        for part in (self.memory, self.prior_map, self._channels()):
+            if part is not None:
+                part.requires_grad_(False)
+
+    def _channels(self) -> DescriptionChannels | None:
+        return getattr(self, "channels", None)  # absent: built before channels existed
+
     def forward(self, X: torch.Tensor, embedding: torch.Tensor,
                 task: torch.Tensor) -> torch.Tensor:
-        """Predict rows of several tasks, each routed with its own prior.
+        """Predict rows of several tasks, each conditioned on its own description.
 
         Parameters
         ----------
         X : torch.Tensor of shape (n, n_features)
         embedding : torch.Tensor of shape (n, embedding_dim)
-            Every row's description embedding; a row of zeros routes without a prior.
+            Every row's description embedding; a row of zeros is run without a
+            description (no prior, every channel unchanged).
         task : torch.Tensor of shape (n,), integer
             Task ids: rows with the same id share their embedding. A batch of one task
             costs one pass; ``k`` tasks cost ``k`` passes.
@@ -150,13 +176,19 @@ class SharedMemoryModel(nn.Module):
 
     def _run(self, X: torch.Tensor, embedding: torch.Tensor):
         described = bool(embedding.abs().sum() > 0)
-        self.memory.set_prior(self.prior_map(embedding) if described else None)
+        channels = self._channels()
+        prior = channels is None or channels.prior
+        self.memory.set_prior(self.prior_map(embedding) if described and prior else None)
+        if channels is not None:
+            channels.set(self.memory, embedding if described else None)
         try:
             out = self.adapted(X)
         finally:
-            # The prior carries the prior map's graph: keep it out of the module's state,
-            # which must stay copyable and picklable between passes.
+            # The prior and the channels' tensors carry the graph of their maps: keep it
+            # out of the module's state, which must stay copyable and picklable.
             self.memory.set_prior(None)
+            if channels is not None:
+                channels.clear(self.memory)
         return out, torch.stack(self.memory.routing)
 
 

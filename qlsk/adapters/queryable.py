@@ -106,11 +106,18 @@ class AtomMemory(nn.Module):
         After a forward pass, each block's routing weights ``alpha`` (rows x M),
         detached.
 
+    query_scale : torch.Tensor of shape (d_k,) or None
+        Set for one pass by a description channel (:mod:`qlsk.adapters.channels`):
+        every query ``W_q [n(z); s]`` is multiplied by it elementwise; ``None`` leaves
+        the queries as they are.
+
     Notes
     -----
     With one atom the routing is always 1, so the router cannot learn: its parameters
     are then frozen. :mod:`qlsk.adapters.ablations` holds variants of the query.
     """
+
+    query_scale: torch.Tensor | None = None  # a class default: old pickles lack it
 
     def __init__(self, rank: int, n_atoms: int, n_blocks: int, top_k: int = 2,
                  temperature: float = 1.0, key_dim: int | None = None,
@@ -202,7 +209,10 @@ class AtomMemory(nn.Module):
         and ``c_b = e_b K^T / sqrt(d_k) + lambda log pi``: the same logits as
         projecting the query first, in fewer operations.
         """
-        self._G = torch.addmm(self._no_bias, self.query_proj.weight.T, self.keys.T, beta=0,
+        weight = self.query_proj.weight  # (d_k, 2r)
+        if self.query_scale is not None:
+            weight = weight * self.query_scale.unsqueeze(-1)
+        self._G = torch.addmm(self._no_bias, weight.T, self.keys.T, beta=0,
                               alpha=1 / math.sqrt(self.key_dim))  # (2r, M)
         self._bias = self._block_bias()  # (N_b, M)
 

@@ -10,11 +10,10 @@ from ._base import BaseNeuralRegressor
 from ._described import _DescribedRegressor, _MemoryViews
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
-from .regressors import _FITTED_DOC, _TRAINING_DOC
 
 
 class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
-    __doc__ = f"""Adapt a fitted :class:`~qlsk.SharedMemoryRegressor` to new tasks from a few rows.
+    """Adapt a fitted :class:`~qlsk.SharedMemoryRegressor` to new tasks from a few rows.
 
     Training starts from a copy of the shared model (base, LoRA factors, memory and
     prior map), so before any step it predicts exactly as the shared model does
@@ -26,14 +25,54 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
         A fitted shared-memory model; it is copied, never modified, and ``clone``
         shares it.
     freeze_memory : bool, default=True
-        Keep the memory (atoms, router, prior map) as the shared model learned it and
-        train only the LoRA factors; ``False`` trains everything.
-    {_TRAINING_DOC}
+        Keep the memory (atoms, router, prior map and description channels) as the
+        shared model learned it and train only the LoRA factors; ``False`` trains
+        everything.
+    lr : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    max_epochs : int, default=50
+        Passes over the training data.
+    batch_size : int, default=16
+        Rows per training step.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when the validation loss
+        has not improved for ``patience`` epochs, and keep the best weights.
+    validation_fraction : float, default=0.1
+        Share of rows held out when ``early_stopping`` is on.
+    patience : int, default=20
+        Epochs without improvement before stopping.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where to train; ``"auto"`` takes CUDA when present, else the CPU.
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, shuffling and the validation split: the same value
+        gives the same predictions on the same machine.
+    verbose : int, default=0
+        ``1`` shows a progress bar over epochs.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra callbacks for the skorch net (e.g. Optuna pruning).
+
     Attributes
     ----------
     feature_columns_, descriptions_, embedding_dim_, shared_model_
         As for :class:`~qlsk.SharedMemoryRegressor`.
-    {_FITTED_DOC}
+    net_ : skorch.NeuralNetRegressor
+        The trained skorch net; ``net_.module_`` is the torch module.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss`` (with early stopping)
+        and ``dur`` (seconds), plus whatever callbacks record (e.g.
+        :class:`qlsk.GradientDiagnostics`: ``grad_norms``, ``grad_concentration``).
+        Losses are mean squared errors of targets divided by the target scale.
+    n_trainable_params_ : int
+        Parameters that were trained.
+    n_features_in_ : int
+        Number of input features.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
+    n_outputs_ : int
+        Number of targets.
+
     Examples
     --------
     >>> from qlsk import FewShotRegressor, SharedMemoryRegressor
@@ -97,6 +136,5 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
                              "shared model's")
         module = copy.deepcopy(self.shared.module_).cpu().float()
         if self.freeze_memory:
-            module.model.memory.requires_grad_(False)
-            module.model.prior_map.requires_grad_(False)
+            module.model.freeze_memory()
         return module, self.shared.net_.criterion_.scale.clone().cpu()

@@ -16,7 +16,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import inject
-from ..adapters.config import QueryableLoraConfig, parameter_docs
+from ..adapters.channels import DescriptionChannels, parse_channels
+from ..adapters.config import QueryableLoraConfig
 from ..adapters.prior_map import (
     PriorMap,
     SharedMemoryModel,
@@ -36,30 +37,21 @@ from ._described import (  # noqa: F401  (_TaskNet: old pickles name it here)
 from .bases import base_module, check_feature_names, check_fits
 from .callbacks import _KeepAtoms
 from .registry import storable
-from .regressors import (
-    _ADAPT_DOC,
-    _FITTED_DOC,
-    _TRAINING_DOC,
-    QueryableLoraRegressor,
-    _AdaptingRegressor,
-    adapter_options,
-)
-
-PROBE_ROWS = 32  # rows per task kept from every stage, to measure route drift later
+from .regressors import QueryableLoraRegressor, _AdaptingRegressor, adapter_options
+from .replay import PROBE_ROWS, keep_rows, with_replay
 
 # The adapter options documented as QueryableLoraRegressor's (text_encoder and
-# prior_temperature, also options, are documented here for the prior map), and the
-# defaults of this estimator that differ from QueryableLoraConfig's on purpose: a smaller
-# memory and one routing decision per layer.
+# prior_temperature, also options, are documented here for the prior map; the docstring's
+# entries for these options must read as parameter_docs renders them, which
+# tests/test_docstrings.py checks), and the defaults of this estimator that differ from
+# QueryableLoraConfig's on purpose: a smaller memory and one routing decision per layer.
 _SHARED_OPTIONS = ("rank", "alpha", "n_atoms", "top_k", "block_size", "temperature",
                    "routing_noise", "prior_strength", "query", "freeze_atoms")
 _SHARED_DEFAULTS = {"rank": 4, "n_atoms": 8, "block_size": 1}
-_SHARED_OPTIONS_DOC = parameter_docs(QueryableLoraConfig, _SHARED_OPTIONS,
-                                     _SHARED_DEFAULTS).strip()
 
 
 class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegressor):
-    __doc__ = f"""Queryable LoRA with one atom memory shared by many described tasks.
+    """Queryable LoRA with one atom memory shared by many described tasks.
 
     ``fit`` takes a DataFrame whose numeric columns are the inputs and whose text
     column ``description_column`` holds each row's task description. One adapter (LoRA
@@ -71,18 +63,60 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
 
     Parameters
     ----------
-    {_ADAPT_DOC}
+    base : qlsk.MLPRegressor, FrozenEstimator, torch.nn.Module, path or None, default=None
+        The pretrained network to adapt; it is copied and never modified, and
+        ``clone`` (hence every search and refit) shares it rather than re-fitting it.
+        ``None``: ``fit`` first pretrains an MLP (``hidden_layer_sizes``) on the data
+        it is given, then adapts that, so ``fit(X, y)`` works alone. A plain torch
+        module must map raw inputs to outputs of shape (n_samples, n_outputs); its
+        loss is scaled by the standard deviation of the training targets.
     description_column : str, default="description"
         The column of ``X`` holding the task descriptions (non-empty strings).
-    text_encoder : {{"lexical", "semantic"}} or callable, default="lexical"
+    text_encoder : {"lexical", "semantic"} or callable, default="lexical"
         How descriptions are embedded (see :mod:`qlsk.text`).
-    prior_map : {{"learned", "fixed"}}, default="learned"
+    prior_map : {"learned", "fixed"}, default="learned"
         ``"fixed"``: ``P`` is the seeded projection of
         :func:`qlsk.adapters.instruction_prior`. ``"learned"``: ``P`` starts there and
         is trained with the adapter.
-    {_SHARED_OPTIONS_DOC}
+    channels : str, default="prior"
+        Where the description enters, ``"+"``-joined: ``"prior"`` (the method's prior
+        over atoms), ``"query"`` (it rescales every block's query, so it changes how
+        the rows' state chooses atoms), ``"shift"`` and ``"scale"`` (a learned shift
+        and scale of the first adapted layer's output: the description as an input,
+        beside the routing). E.g. ``"prior+shift"``. Every added map starts at zero, so
+        training starts from the prior alone; without ``"prior"`` the prior map is not
+        used. See :mod:`qlsk.adapters.channels` and ``docs/multitask.md`` for what each
+        was measured to carry.
+    rank : int, default=4
+        Rank of every update (the atoms of Queryable LoRA are ``rank x rank``).
+    alpha : float, default=16.0
+        The update is scaled by ``alpha / rank``; must be > 0 (0 would leave the adapter
+        inert).
+    n_atoms : int, default=8
+        Atoms in the shared memory.
+    top_k : int, default=2
+        Atoms combined per row and block; at most ``n_atoms``.
+    block_size : int, default=1
+        Consecutive adapted layers that share one routing decision.
+    temperature : float, default=1.0
+        Softmax temperature over the kept routing logits.
+    routing_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the routing logits while training
+        (noisy top-k gating); a routing regulariser, off by default (``docs/method.md``,
+        "Ablations").
+    prior_strength : float, default=1.0
+        Weight ``lambda`` of the instruction prior; 0 ignores the description.
     prior_temperature : float, default=0.5
         ``tau_pi`` of the prior map.
+    query : {"state+depth", "state", "detached", "constant", "random"}, default="state+depth"
+        Where the routing query comes from (ablations, ``docs/method.md``): the block's
+        low-rank state plus the depth summary of earlier blocks (the method); the state
+        alone; the method's query with no gradient into ``A`` through it; a learned
+        constant per block (the same route for every row); a fixed random projection of
+        the input (routing never trains).
+    freeze_atoms : bool, default=False
+        Fix every atom at the identity: the update is then plain LoRA whatever the
+        routing (an ablation).
     memory : str, os.PathLike or None, default=None
         A memory written by :meth:`save_memory` to start from (its rank, atom count,
         number of blocks, embedding length and named text encoder must match; rank,
@@ -104,7 +138,40 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     freeze_previous_atoms : bool, default=False
         In a warm-started stage, keep the atoms of earlier stages as they were; new
         atoms, the router and the LoRA factors still train.
-    {_TRAINING_DOC}
+    replay_rows : int, default=0
+        In a warm-started stage, also train on this many rows (with their targets) of
+        every task of the earlier stages, from the up to 32 rows per task each stage
+        keeps (experience replay, against forgetting; see :mod:`qlsk.estimators.replay`).
+        ``0``: only the new rows.
+    hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
+        The MLP pretrained when ``base`` is None. That pretraining also uses this
+        estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
+        early-stopping settings.
+    lr : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    max_epochs : int, default=150
+        Passes over the training data.
+    batch_size : int, default=32
+        Rows per training step.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when the validation loss
+        has not improved for ``patience`` epochs, and keep the best weights.
+    validation_fraction : float, default=0.1
+        Share of rows held out when ``early_stopping`` is on.
+    patience : int, default=20
+        Epochs without improvement before stopping.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where to train; ``"auto"`` takes CUDA when present, else the CPU.
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, shuffling and the validation split: the same value
+        gives the same predictions on the same machine.
+    verbose : int, default=0
+        ``1`` shows a progress bar over epochs.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra callbacks for the skorch net (e.g. Optuna pruning).
+
     Attributes
     ----------
     base_ : estimator or torch.nn.Module
@@ -113,8 +180,9 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     stages_ : list of dict
         One entry per stage (one without ``warm_start``): ``descriptions`` trained in
         it, ``n_atoms`` after it, ``atom_usage`` (description -> mean routing weights,
-        ``(n_blocks, n_atoms)``, at the end of the stage) and ``probe`` (up to 32 of
-        the stage's rows per task, for :meth:`route_drift`).
+        ``(n_blocks, n_atoms)``, at the end of the stage), ``probe`` (up to 32 of the
+        stage's rows per task, for :meth:`route_drift` and replay) and ``probe_y``
+        (their targets, 2-D).
     n_atoms_ : int
         The memory's atom count after the last stage: ``n_atoms`` plus every
         ``grow_atoms`` since. A memory saved from this model (:meth:`save_memory`) is
@@ -127,7 +195,22 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         Length of the description embeddings.
     shared_model_ : qlsk.adapters.prior_map.SharedMemoryModel
         The adapted network with its prior map.
-    {_FITTED_DOC}
+    net_ : skorch.NeuralNetRegressor
+        The trained skorch net; ``net_.module_`` is the torch module.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss`` (with early stopping)
+        and ``dur`` (seconds), plus whatever callbacks record (e.g.
+        :class:`qlsk.GradientDiagnostics`: ``grad_norms``, ``grad_concentration``).
+        Losses are mean squared errors of targets divided by the target scale.
+    n_trainable_params_ : int
+        Parameters that were trained.
+    n_features_in_ : int
+        Number of input features.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
+    n_outputs_ : int
+        Number of targets.
+
     Examples
     --------
     >>> from qlsk import MLPRegressor
@@ -146,11 +229,11 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     # _SHARED_DEFAULTS (rank=4, n_atoms=8, block_size=1, kept from before the config).
     # No task_description (each row's comes from X), dropout or key_dim.
     def __init__(self, base=None, *, description_column="description", text_encoder="lexical",
-                 prior_map="learned", rank=4, alpha=16.0, n_atoms=8, top_k=2, block_size=1,
-                 temperature=1.0, routing_noise=0.0, prior_strength=1.0,
+                 prior_map="learned", channels="prior", rank=4, alpha=16.0, n_atoms=8, top_k=2,
+                 block_size=1, temperature=1.0, routing_noise=0.0, prior_strength=1.0,
                  prior_temperature=0.5, query="state+depth", freeze_atoms=False, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
-                 freeze_previous_atoms=False, hidden_layer_sizes=(64, 64, 64),
+                 freeze_previous_atoms=False, replay_rows=0, hidden_layer_sizes=(64, 64, 64),
                  lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
                  early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
                  random_state=None, verbose=0, callbacks=None):
@@ -162,6 +245,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.description_column = description_column
         self.text_encoder = text_encoder
         self.prior_map = prior_map
+        self.channels = channels
         self.rank = rank
         self.alpha = alpha
         self.n_atoms = n_atoms
@@ -179,17 +263,20 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.warm_start = warm_start
         self.grow_atoms = grow_atoms
         self.freeze_previous_atoms = freeze_previous_atoms
+        self.replay_rows = replay_rows
 
     _parameter_constraints = {
         **QueryableLoraRegressor._parameter_constraints,
         "description_column": [str],
         "prior_map": [StrOptions({"learned", "fixed"})],
+        "channels": [str],
         "prior_temperature": [Interval(Real, 0, None, closed="neither")],
         "memory": [str, os.PathLike, None],
         "freeze_memory": ["boolean"],
         "warm_start": ["boolean"],
         "grow_atoms": [Interval(Integral, 0, None, closed="left")],
         "freeze_previous_atoms": ["boolean"],
+        "replay_rows": [Interval(Integral, 0, PROBE_ROWS, closed="both")],
     }
 
     def fit(self, X, y):
@@ -217,14 +304,18 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         kept = {name: self.__dict__[name] for name in (*_FITTED, *_DESCRIBED_FITTED)
                 if previous is not None and name in self.__dict__}
         self._previous = previous
+        X_fit, y_fit = X, y
+        if previous is not None and self.replay_rows:
+            X_fit, y_fit = with_replay(X, y, previous["stages_"], self.description_column,
+                                       self.replay_rows)
         try:
-            super().fit(X, y)
+            super().fit(X_fit, y_fit)
         except BaseException:
             self.__dict__.update(kept)  # a failed stage leaves the earlier stages intact
             raise
         finally:
             del self._previous
-        self._record_stage(X, previous)
+        self._record_stage(X, y, previous)
         return self
 
     def _previous_stage(self) -> dict | None:
@@ -235,12 +326,12 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
                 "feature_columns_": self.feature_columns_,
                 "embedding_dim_": self.embedding_dim_}
 
-    def _record_stage(self, X, previous) -> None:
+    def _record_stage(self, X, y, previous) -> None:
         usage = self.atom_usage(X)  # (n_blocks, n, M)
         described = X[self.description_column].to_numpy()
+        probe, probe_y = keep_rows(X, y, self.description_column)
         stage = {"descriptions": sorted(set(described)), "n_atoms": usage.shape[2],
-                 "atom_usage": {}, "probe": X.groupby(
-                     self.description_column, sort=True).head(PROBE_ROWS)}
+                 "atom_usage": {}, "probe": probe, "probe_y": probe_y}
         for text in stage["descriptions"]:
             stage["atom_usage"][text] = usage[:, described == text].mean(axis=1)
         if previous is not None:
@@ -290,6 +381,10 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     def _check_params(self):
         super()._check_params()
         self._config_class(**self._adapter_config())  # what the constraints cannot see
+        if "query" in parse_channels(self.channels) and self.query in ("constant", "random"):
+            raise ValueError(f"channels={self.channels!r} rescales the memory's queries, and "
+                             f"query={self.query!r} has none; use query='state+depth', "
+                             "'state' or 'detached', or drop the 'query' channel")
         if self.memory is not None:  # a missing, foreign or unfitting file fails before
             self._check_memory_file()  # pretraining
 
@@ -334,15 +429,22 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         scale = scale.clone() if scale is not None else torch.as_tensor(
             _safe_std(y), dtype=torch.float32)
         adapted = inject(module, "queryable", self.target_modules, **self._adapter_config())
-        shared = SharedMemoryModel(adapted, PriorMap(
-            self.embedding_dim_, self.n_atoms, self.prior_temperature,
-            learned=self.prior_map == "learned"))
+        shared = self._shared_model(adapted, self.embedding_dim_, self.n_atoms)
         if self.memory is not None:
             load_memory_state(shared, *read_memory(self.memory))
         if self.freeze_memory:
-            shared.memory.requires_grad_(False)
-            shared.prior_map.requires_grad_(False)
+            shared.freeze_memory()
         return _Packed(shared, d), scale
+
+    def _shared_model(self, adapted, embedding_dim: int, n_atoms: int) -> SharedMemoryModel:
+        """The adapted network with its prior map and description channels."""
+        prior = PriorMap(embedding_dim, n_atoms, self.prior_temperature,
+                         learned=self.prior_map == "learned")
+        if parse_channels(self.channels) == ("prior",):
+            return SharedMemoryModel(adapted, prior)  # the method as published
+        channels = DescriptionChannels(self.channels, embedding_dim, adapted.memory.key_dim,
+                                       adapted.adapted_layers[0].out_features)
+        return SharedMemoryModel(adapted, prior, channels)
 
     def _continue(self, previous):
         """The module of a warm-started stage: the last stage's, grown if asked."""
@@ -354,8 +456,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         module = copy.deepcopy(previous["module"])
         grow_memory(module.model, self.grow_atoms)
         if self.freeze_memory:
-            module.model.memory.requires_grad_(False)
-            module.model.prior_map.requires_grad_(False)
+            module.model.freeze_memory()
         return module, previous["scale"].clone()
 
 
@@ -379,7 +480,8 @@ def _dump(estimator: SharedMemoryRegressor) -> tuple[dict, dict]:
                               for text, usage in stage["atom_usage"].items()},
                "probe": {"inputs": stage["probe"][estimator.feature_columns_]
                          .to_numpy(dtype=float).tolist(),
-                         "descriptions": stage["probe"][column].astype(str).tolist()}}
+                         "descriptions": stage["probe"][column].astype(str).tolist(),
+                         "targets": np.asarray(stage["probe_y"]).tolist()}}
               for stage in estimator.stages_]
     meta = {"mlp": mlp.spec(), "layers": [names[id(m)] for m in shared.adapted.adapted_layers],
             "n_atoms_": int(estimator.n_atoms_), "feature_columns_":
@@ -405,9 +507,7 @@ def _restore(estimator: SharedMemoryRegressor, meta: dict, tensors: dict,
     config = {**estimator._adapter_config(), "n_atoms": meta["n_atoms_"]}
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
         adapted = inject(MLP(**meta["mlp"]), "queryable", meta["layers"], **config)
-        shared = SharedMemoryModel(adapted, PriorMap(
-            meta["embedding_dim_"], meta["n_atoms_"], estimator.prior_temperature,
-            learned=estimator.prior_map == "learned"))
+        shared = estimator._shared_model(adapted, meta["embedding_dim_"], meta["n_atoms_"])
     module = _Packed(shared, len(meta["feature_columns_"]))
     try:
         module.load_state_dict(tensors)
@@ -423,7 +523,10 @@ def _restore(estimator: SharedMemoryRegressor, meta: dict, tensors: dict,
          "atom_usage": {text: np.asarray(usage) for text, usage in
                         stage["atom_usage"].items()},
          "probe": pd.DataFrame(stage["probe"]["inputs"], columns=meta["feature_columns_"])
-         .assign(**{column: stage["probe"]["descriptions"]})}
+         .assign(**{column: stage["probe"]["descriptions"]}),
+         # files saved before replay kept no targets
+         "probe_y": (None if stage["probe"].get("targets") is None
+                     else np.asarray(stage["probe"]["targets"], dtype=np.float64))}
         for stage in meta["stages_"]]
     estimator.base_ = estimator.base  # a base that was pretrained in fit is not kept
 

@@ -30,46 +30,6 @@ from .callbacks import StopOnDivergence, TrainingDivergedError
 
 REGULARIZATIONS = ("evidence", "cv", "fixed")
 
-REGULARIZATION_DOC = """
-    regularization : {"evidence", "cv", "fixed"}, default="evidence"
-        How the adapter is kept from fitting the noise. ``"evidence"``: an L2 penalty
-        toward the starting weights (the base, LoRA's zero update, the least-squares
-        calibration), fitted by full-batch Adam to convergence at every strength of
-        ``l2_strengths``, keeping the strength of largest linearised-Laplace marginal
-        likelihood; the noise level comes out in closed form and
-        ``predict(X, return_std=True)`` works. ``"cv"``: the same path, the strength
-        chosen by 5-fold cross-validation (about 6x the cost). ``"fixed"``: the
-        mini-batch AdamW recipe of ``weight_decay``, ``max_epochs``, ``batch_size``
-        and ``early_stopping`` (no intervals). ``weight_decay``, ``max_epochs``,
-        ``batch_size`` and the early-stopping settings apply to ``"fixed"`` only (and
-        to the pretraining when ``base=None``); ``callbacks`` need ``"fixed"``. See
-        ``docs/method.md``, "Regularisation chosen by the data".
-    lr : float or None, default=None
-        Adam's learning rate. ``None``: 3e-3 for the full-batch path (``"evidence"``,
-        ``"cv"``; chosen on development tasks: as accurate as 1e-3 and about twice as
-        fast), 1e-3 for ``"fixed"`` (AdamW) and for the pretraining when ``base=None``.
-    l2_strengths : array-like of float or None, default=None
-        The strengths ``lambda`` tried, in units of the mean squared error of targets
-        divided by the loss scale (``None``: 11 values from 10 down to 1e-4, evenly
-        spaced in log). A single value fits that strength alone.
-    max_steps : int, default=2000
-        At most this many full-batch steps per strength; a fit stops earlier once the
-        objective improves by less than ``tol`` (relative) over 50 steps.
-    tol : float, default=1e-4
-        The convergence tolerance of those fits.
-"""
-
-REGULARIZATION_FITTED_DOC = """
-    regularization_path_ : list of dict
-        With ``regularization`` ``"evidence"`` or ``"cv"``: per strength tried,
-        ``strength``, ``log_evidence`` (per residual), ``noise`` (in units of the
-        loss scale), ``objective``, ``steps`` and ``cv_error``.
-    l2_strength_ : float
-        The strength chosen.
-    noise_std_ : ndarray of shape (n_outputs,)
-        The learned noise standard deviation, in the targets' units.
-"""
-
 
 class RegularizedAdapter:
     """Mixin for adapting estimators: the ``regularization`` parameters and intervals.

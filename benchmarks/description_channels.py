@@ -1,0 +1,187 @@
+"""``python -m benchmarks.description_channels``: where should the description enter the memory?
+
+For every task family, seed and text encoder, on one pretrained base, the shared memory
+(:class:`~qlsk.SharedMemoryRegressor`) is fitted on the training members once per
+*variant* — a choice of description channels (:mod:`qlsk.adapters.channels`) or of
+capacity — next to the description-as-input network
+(:class:`~qlsk.ConditionedLoraRegressor`), all with the same rows, epochs and seed.
+Each is scored zero-shot on every held-out member (right description, another held-out
+member's, and the paraphrase) and on the training members.
+
+Designs are chosen on the development families (``--development``) and reported on the
+others (the default), as in :mod:`benchmarks.described_tasks`, whose settings this
+study shares. Besides the errors, every variant's routing on the held-out members is
+summarised: how many atoms carry it (``atoms_used``: the perplexity of the mean atom
+usage, averaged over blocks) and how much the tasks' usages differ (``task_spread``:
+the mean total-variation distance between two held-out members' usages). Finished cells
+go to ``cells.jsonl`` in ``--output`` (a rerun resumes); ``summary.md`` and
+``results.csv`` are rewritten from every finished cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from qlsk import ConditionedLoraRegressor, SharedMemoryRegressor
+from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES
+
+from .cells import _seed
+from .described_tasks import DEFAULTS, FULL, _base, _common, _Family, _fit
+from .runner import run_cells
+from .stats import paired_summary, ratio_line
+
+# name -> SharedMemoryRegressor options; "prior" is the method as published.
+VARIANTS = {
+    "prior": {},
+    "prior+query": {"channels": "prior+query"},
+    "prior+shift": {"channels": "prior+shift"},
+    "prior+film": {"channels": "prior+shift+scale"},
+    "all": {"channels": "prior+query+shift+scale"},
+    "shift": {"channels": "shift"},
+    "prior, 16 atoms dense": {"n_atoms": 16, "top_k": 16},
+    # controls without a memory: one atom fixed at I is plain LoRA (docs/method.md), so
+    # these are LoRA with the description as a shift (the description-as-input network
+    # again, through this estimator) and as a FiLM layer
+    "LoRA + shift (no memory)": {"channels": "shift", "n_atoms": 1, "top_k": 1,
+                                 "freeze_atoms": True},
+    "LoRA + film (no memory)": {"channels": "shift+scale", "n_atoms": 1, "top_k": 1,
+                                "freeze_atoms": True},
+}
+CONTROLS = ("right", "shuffled", "paraphrased")
+REFERENCE = "conditioning"
+SETTINGS = {"seeds": [0, 1, 2], "encoders": ["semantic"], "variants": list(VARIANTS)}
+
+
+def _routing_summary(model: SharedMemoryRegressor, data: _Family, members) -> dict:
+    """``atoms_used`` and ``task_spread`` over ``members`` (see the module's docstring)."""
+    usage = np.stack([model.atom_usage(data.test(m)[0][:200]).mean(axis=1)
+                      for m in members])  # (members, blocks, M)
+    mean = usage.mean(axis=0)  # (blocks, M)
+    entropy = -(mean * np.log(np.clip(mean, 1e-12, None))).sum(axis=-1)
+    pairs = list(itertools.combinations(range(len(members)), 2))
+    spread = np.mean([0.5 * np.abs(usage[i] - usage[j]).sum(axis=-1).mean()
+                      for i, j in pairs]) if pairs else 0.0
+    return {"atoms_used": float(np.exp(entropy).mean()), "task_spread": float(spread)}
+
+
+def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
+    """Every variant and the reference on one family, seed and encoder."""
+    torch.set_num_threads(1)
+    data = _Family(config, family, seed)
+    base = _base(config, data)
+    X, y = data.rows(data.fam.train_members)
+    common = {"base": base, "text_encoder": encoder, "rank": config["rank"],
+              **_common(config, _seed(family, seed, encoder))}
+    size = {k: config[k] for k in ("n_atoms", "top_k", "block_size")}
+    models = {REFERENCE: ConditionedLoraRegressor(**common)}
+    models.update({name: SharedMemoryRegressor(**common, **{**size, **VARIANTS[name]})
+                   for name in config["variants"]})
+    rows = []
+    for method, model in models.items():
+        fit_s = _fit(model, X, y)
+        extra = {} if method == REFERENCE else _routing_summary(
+            model, data, data.fam.heldout_members)
+        for member in data.split.index:
+            controls = CONTROLS if data.split[member] == "heldout" else ("right",)
+            for control in controls:
+                rmse = data.score(model.predict, member, data.described(member, control))
+                rows.append({"family": family, "seed": seed, "encoder": encoder,
+                             "method": method, "member": member,
+                             "split": data.split[member], "control": control,
+                             "rmse_sd": rmse, "fit_s": fit_s,
+                             "n_trainable_params": model.n_trainable_params_, **extra})
+    return rows
+
+
+def _pairs(df: pd.DataFrame, numerator: str, denominator: str, split: str,
+           control_num: str = "right", control_den: str = "right") -> pd.Series:
+    keys = ["family", "seed", "encoder", "member"]
+
+    def pick(method, control):
+        part = df[(df.method == method) & (df.split == split) & (df.control == control)]
+        return part.set_index(keys).rmse_sd
+
+    a, b = pick(numerator, control_num), pick(denominator, control_den)
+    joined = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
+    return joined.a / joined.b
+
+
+def summary(df: pd.DataFrame) -> str:
+    """The report's tables as markdown."""
+    variants = [m for m in df.method.unique() if m != REFERENCE]
+    lines = ["## Zero-shot on held-out members: variant / description as input",
+             "", "| variant | pairs | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
+    for name in variants:
+        s = paired_summary(_pairs(df, name, REFERENCE, "heldout"))
+        lines.append(ratio_line(name, s["pairs"], s))
+    lines += ["", "## The description's weight and the routing, per variant", "",
+              "| method | held out: right / shuffled | paraphrased / right | seen members: "
+              "/ description as input | atoms used | task spread | fit s | parameters |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in [REFERENCE, *variants]:
+        part = df[df.method == name]
+        rs = paired_summary(_pairs(df, name, name, "heldout", "right", "shuffled"))
+        para = paired_summary(_pairs(df, name, name, "heldout", "paraphrased", "right"))
+        seen = paired_summary(_pairs(df, name, REFERENCE, "train"))
+        used = (f"{part.atoms_used.mean():.1f} | {part.task_spread.mean():.3f}"
+                if "atoms_used" in part and part.atoms_used.notna().any() else "– | –")
+        lines.append(f"| {name} | {rs['ratio']:.2f} ({rs['low']:.2f}–{rs['high']:.2f}) | "
+                     f"{para['ratio']:.2f} | {seen['ratio']:.2f} | {used} | "
+                     f"{part.fit_s.median():.0f} | {int(part.n_trainable_params.median())} |")
+    return "\n".join(lines)
+
+
+def _cells(config: dict):
+    return [(f, s, e) for e in config["encoders"] for s in config["seeds"]
+            for f in config["families"]]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.description_channels",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--development", action="store_true",
+                        help="the development families (qlsk.simlib.DEVELOPMENT_FAMILIES), "
+                             "where designs are chosen; default: the report families")
+    parser.add_argument("--families", nargs="+", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=SETTINGS["seeds"])
+    parser.add_argument("--encoders", nargs="+", default=SETTINGS["encoders"],
+                        choices=["semantic", "lexical"])
+    parser.add_argument("--variants", nargs="+", default=SETTINGS["variants"],
+                        choices=list(VARIANTS))
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
+    parser.add_argument("--output", default=None,
+                        help="result folder (an existing one resumes)")
+    args = parser.parse_args(argv)
+    families = args.families or list(DEVELOPMENT_FAMILIES if args.development
+                                     else REPORT_FAMILIES)
+    config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
+              "encoders": args.encoders, "variants": args.variants}
+    if args.max_epochs:
+        config["max_epochs"] = args.max_epochs
+    output = args.output or os.path.join(
+        os.path.dirname(__file__), "results",
+        f"channels-{'dev' if args.development else 'report'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    records = run_cells(run_cell, config, _cells(config), output, jobs=args.jobs)
+    rows = [row for record in records.values() for row in record["rows"]]
+    if not rows:
+        print("no cell finished")
+        return
+    df = pd.DataFrame(rows)
+    df.to_csv(os.path.join(output, "results.csv"), index=False)
+    text = summary(df)
+    with open(os.path.join(output, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    print(f"\n{len(records)} cells; summary.md and results.csv in {output}")
+
+
+if __name__ == "__main__":
+    main()

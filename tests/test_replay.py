@@ -1,0 +1,77 @@
+"""Replay of kept rows in continual stages (qlsk.estimators.replay)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import qlsk
+from qlsk import SharedMemoryRegressor
+from qlsk.estimators.replay import PROBE_ROWS, keep_rows, with_replay
+
+TINY = {"max_epochs": 1, "random_state": 0}
+
+
+def _frame(n_tasks=3, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"x": rng.normal(size=n_tasks * n),
+                      "description": np.repeat([f"task {i}" for i in range(n_tasks)], n)},
+                     index=rng.permutation(1000)[:n_tasks * n])  # not 0..n-1
+    return X, rng.normal(size=len(X))
+
+
+def test_each_stage_keeps_rows_with_their_targets():
+    X, y = _frame()
+    kept, kept_y = keep_rows(X, y, "description")
+    assert len(kept) == 3 * PROBE_ROWS and kept_y.shape == (3 * PROBE_ROWS, 1)
+    rows = X.reset_index(drop=True)
+    for position, (_, row) in zip(kept.index, kept.iterrows()):
+        assert row.x == rows.x[position]
+    np.testing.assert_array_equal(kept_y[:, 0], y[kept.index])
+
+
+def test_replay_appends_n_rows_per_earlier_task():
+    X1, y1 = _frame(seed=1)
+    X2, y2 = _frame(n_tasks=2, n=10, seed=2)
+    kept, kept_y = keep_rows(X1, y1, "description")
+    stage = {"probe": kept, "probe_y": kept_y}
+    X_all, y_all = with_replay(X2, y2, [stage], "description", 5)
+    assert len(X_all) == len(X2) + 3 * 5 and y_all.shape == (len(X_all),)
+    np.testing.assert_array_equal(y_all[:len(X2)], y2)
+    replayed = X_all.iloc[len(X2):]
+    assert (replayed.groupby("description").size() == 5).all()
+    for (_, row), target in zip(replayed.iterrows(), y_all[len(X2):]):  # rows keep targets
+        match = (X1.x == row.x).to_numpy()
+        assert y1[match][0] == target
+    with pytest.raises(ValueError, match="kept no targets"):
+        with_replay(X2, y2, [{"probe": kept, "probe_y": None}], "description", 5)
+    with pytest.raises(ValueError, match="output"):
+        with_replay(X2, np.c_[y2, y2], [stage], "description", 5)
+
+
+def test_a_replayed_stage_trains_on_the_earlier_rows_and_is_saved(fam, fam_base, tmp_path):
+    first = np.isin(fam.groups_train, fam.train_members[:4])
+    fits = {}
+    for replay in (0, 16):
+        model = SharedMemoryRegressor(base=fam_base, warm_start=True, **TINY)
+        model.fit(fam.X_train[first], fam.y_train[first])
+        model.set_params(replay_rows=replay)
+        model.fit(fam.X_train[~first], fam.y_train[~first])
+        fits[replay] = model
+    # the same first stage; the second differs only by the replayed rows
+    assert not np.allclose(fits[0].predict(fam.X_train[first]),
+                           fits[16].predict(fam.X_train[first]))
+    kept = fits[16].stages_[0]
+    np.testing.assert_array_equal(kept["probe_y"][:, 0], fam.y_train[first][
+        kept["probe"].index.to_numpy()])
+    qlsk.save(fits[16], tmp_path / "m.qlsk")
+    loaded = qlsk.load(tmp_path / "m.qlsk")
+    np.testing.assert_array_equal(loaded.stages_[0]["probe_y"], kept["probe_y"])
+    loaded.set_params(base=fam_base)
+    loaded.fit(fam.X_train[first], fam.y_train[first])  # a third stage, replaying both
+    assert len(loaded.stages_) == 3
+
+
+def test_replay_rows_is_bounded_by_the_kept_rows(fam, fam_base):
+    with pytest.raises(ValueError, match="replay_rows"):
+        SharedMemoryRegressor(base=fam_base, replay_rows=PROBE_ROWS + 1).fit(
+            fam.X_train, fam.y_train)
