@@ -4,7 +4,8 @@ For every task family, seed and text encoder, on one pretrained base, the shared
 (:class:`~qlsk.SharedMemoryRegressor`) is fitted on the training members once per
 *variant* — a choice of description channels (:mod:`qlsk.adapters.channels`) or of
 capacity — next to the description-as-input network
-(:class:`~qlsk.ConditionedLoraRegressor`), all with the same rows, epochs and seed.
+(:class:`~qlsk.ConditionedLoraRegressor`, with the description as a shift and, with
+``--references``, as a FiLM layer), all with the same rows, epochs and seed.
 Each is scored zero-shot on every held-out member (right description, another held-out
 member's, and the paraphrase) and on the training members.
 
@@ -54,9 +55,14 @@ VARIANTS = {
     "LoRA + film (no memory)": {"channels": "shift+scale", "n_atoms": 1, "top_k": 1,
                                 "freeze_atoms": True},
 }
-CONTROLS = ("right", "shuffled", "paraphrased")
+# The description-as-input network (ConditionedLoraRegressor) as references: the first is
+# the one the memory is compared against by default.
+REFERENCES = {"conditioning": {"condition": "shift"},
+              "conditioning-film": {"condition": "film"}}
 REFERENCE = "conditioning"
-SETTINGS = {"seeds": [0, 1, 2], "encoders": ["semantic"], "variants": list(VARIANTS)}
+CONTROLS = ("right", "shuffled", "paraphrased")
+SETTINGS = {"seeds": [0, 1, 2], "encoders": ["semantic"], "variants": list(VARIANTS),
+            "references": [REFERENCE]}
 
 
 def _routing_summary(model: SharedMemoryRegressor, data: _Family, members) -> dict:
@@ -80,13 +86,14 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
     common = {"base": base, "text_encoder": encoder, "rank": config["rank"],
               **_common(config, _seed(family, seed, encoder))}
     size = {k: config[k] for k in ("n_atoms", "top_k", "block_size")}
-    models = {REFERENCE: ConditionedLoraRegressor(**common)}
+    models = {name: ConditionedLoraRegressor(**common, **REFERENCES[name])
+              for name in config.get("references", [REFERENCE])}
     models.update({name: SharedMemoryRegressor(**common, **{**size, **VARIANTS[name]})
                    for name in config["variants"]})
     rows = []
     for method, model in models.items():
         fit_s = _fit(model, X, y)
-        extra = {} if method == REFERENCE else _routing_summary(
+        extra = {} if method in REFERENCES else _routing_summary(
             model, data, data.fam.heldout_members)
         for member in data.split.index:
             controls = CONTROLS if data.split[member] == "heldout" else ("right",)
@@ -115,21 +122,27 @@ def _pairs(df: pd.DataFrame, numerator: str, denominator: str, split: str,
 
 def summary(df: pd.DataFrame) -> str:
     """The report's tables as markdown."""
-    variants = [m for m in df.method.unique() if m != REFERENCE]
-    lines = ["## Zero-shot on held-out members: variant / description as input",
-             "", "| variant | pairs | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
-    for name in variants:
-        s = paired_summary(_pairs(df, name, REFERENCE, "heldout"))
-        lines.append(ratio_line(name, s["pairs"], s))
-    lines += ["", "## The description's weight and the routing, per variant", "",
+    references = [m for m in REFERENCES if m in set(df.method)]
+    variants = [m for m in df.method.unique() if m not in REFERENCES]
+    lines = []
+    for reference in references:
+        lines += [f"## Zero-shot on held-out members: method / {reference} "
+                  f"({REFERENCES[reference]['condition']})", "",
+                  "| method | pairs | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
+        for name in [*references, *variants]:
+            if name != reference:
+                s = paired_summary(_pairs(df, name, reference, "heldout"))
+                lines.append(ratio_line(name, s["pairs"], s))
+        lines.append("")
+    lines += ["## The description's weight and the routing, per method", "",
               "| method | held out: right / shuffled | paraphrased / right | seen members: "
               "/ description as input | atoms used | task spread | fit s | parameters |",
               "|---|---|---|---|---|---|---|---|"]
-    for name in [REFERENCE, *variants]:
+    for name in [*references, *variants]:
         part = df[df.method == name]
         rs = paired_summary(_pairs(df, name, name, "heldout", "right", "shuffled"))
         para = paired_summary(_pairs(df, name, name, "heldout", "paraphrased", "right"))
-        seen = paired_summary(_pairs(df, name, REFERENCE, "train"))
+        seen = paired_summary(_pairs(df, name, references[0], "train"))
         used = (f"{part.atoms_used.mean():.1f} | {part.task_spread.mean():.3f}"
                 if "atoms_used" in part and part.atoms_used.notna().any() else "– | –")
         lines.append(f"| {name} | {rs['ratio']:.2f} ({rs['low']:.2f}–{rs['high']:.2f}) | "
@@ -155,6 +168,10 @@ def main(argv=None) -> None:
                         choices=["semantic", "lexical"])
     parser.add_argument("--variants", nargs="+", default=SETTINGS["variants"],
                         choices=list(VARIANTS))
+    parser.add_argument("--references", nargs="+", default=SETTINGS["references"],
+                        choices=list(REFERENCES),
+                        help="description-as-input networks fitted beside the variants "
+                             "(the first is the one the seen-member column divides by)")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     parser.add_argument("--output", default=None,
@@ -164,6 +181,8 @@ def main(argv=None) -> None:
                                      else REPORT_FAMILIES)
     config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
               "encoders": args.encoders, "variants": args.variants}
+    if args.references != SETTINGS["references"]:  # older runs' configs have no key
+        config["references"] = args.references
     if args.max_epochs:
         config["max_epochs"] = args.max_epochs
     output = args.output or os.path.join(

@@ -10,10 +10,11 @@ def test_tiny_run_scores_every_variant_and_resumes(tmp_path, capsys):
     output = tmp_path / "run"
     argv = ["--families", "mixed-2d", "--seeds", "0", "--encoders", "lexical",
             "--variants", "prior", "prior+film", "LoRA + film (no memory)",
+            "--references", "conditioning", "conditioning-film",
             "--max-epochs", "1", "--output", str(output)]
     main(argv)
     df = pd.read_csv(output / "results.csv")
-    assert set(df.method) == {"conditioning", "prior", "prior+film",
+    assert set(df.method) == {"conditioning", "conditioning-film", "prior", "prior+film",
                               "LoRA + film (no memory)"}
     held = df[df.split == "heldout"]
     assert set(held.control) == {"right", "shuffled", "paraphrased"}
@@ -24,6 +25,7 @@ def test_tiny_run_scores_every_variant_and_resumes(tmp_path, capsys):
     assert (df[df.method == "LoRA + film (no memory)"].atoms_used == 1).all()
     summary = (output / "summary.md").read_text()
     assert "| prior+film |" in summary and "held out: right / shuffled" in summary
+    assert "method / conditioning-film (film)" in summary
     before = (output / "cells.jsonl").read_text()
     main(argv)  # a rerun resumes: nothing is recomputed
     assert (output / "cells.jsonl").read_text() == before

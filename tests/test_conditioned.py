@@ -38,7 +38,62 @@ def test_the_description_moves_the_prediction_and_training_starts_at_the_base(fa
     assert model.descriptions_ == sorted(set(fam.X_train.description))
     assert model.feature_columns_ == list(inputs.columns)
     lora = sum(p.numel() for n, p in model.module_.named_parameters() if "lora" in n)
-    assert model.n_trainable_params_ == lora + model.module_.condition.weight.numel()
+    maps = sum(p.numel() for n, p in model.module_.named_parameters()
+               if n.startswith("condition"))
+    assert model.n_trainable_params_ == lora + maps
+
+
+@pytest.mark.parametrize("condition", ["shift", "film"])
+def test_each_condition_starts_at_the_base_and_film_adds_a_scale(fam, base, condition):
+    untrained = ConditionedLoraRegressor(base=base, condition=condition, **{
+        **TINY, "max_epochs": 1, "lr": 1e-12}).fit(fam.X_train, fam.y_train)
+    inputs = fam.X_heldout.drop(columns="description").to_numpy()
+    np.testing.assert_allclose(untrained.predict(fam.X_heldout), base.predict(inputs),
+                               rtol=1e-5, atol=1e-6)
+    module = untrained.module_
+    assert module.film == (condition == "film")
+    width = module.condition.weight.shape[0]
+    lora = sum(p.numel() for n, p in module.named_parameters() if "lora" in n)
+    assert untrained.n_trainable_params_ == lora + width * untrained.embedding_dim_ * (
+        2 if condition == "film" else 1)
+
+
+def test_film_trains_its_scale_saves_loads_and_freezes(fam, base, tmp_path):
+    film = ConditionedLoraRegressor(base=base, condition="film", **TINY).fit(
+        fam.X_train, fam.y_train)
+    shift = ConditionedLoraRegressor(base=base, condition="shift", **TINY).fit(
+        fam.X_train, fam.y_train)
+    assert film.module_.condition_scale.weight.abs().sum() > 0
+    pred = film.predict(fam.X_heldout)
+    assert not np.allclose(pred, shift.predict(fam.X_heldout))
+    qlsk.save(film, tmp_path / "film.qlsk")
+    np.testing.assert_array_equal(qlsk.load(tmp_path / "film.qlsk").predict(fam.X_heldout),
+                                  pred)
+    few = ConditionedLoraRegressor(init=film, freeze_condition=True, max_epochs=2,
+                                   random_state=0).fit(fam.X_heldout[:8], fam.y_heldout[:8])
+    np.testing.assert_array_equal(few.module_.condition_scale.weight.detach(),
+                                  film.module_.condition_scale.weight.detach())
+
+
+def test_a_file_saved_before_condition_existed_loads_as_a_shift(fam, base, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shift = ConditionedLoraRegressor(base=base, condition="shift", **TINY).fit(
+        fam.X_train, fam.y_train)
+    path = tmp_path / "shift.qlsk"
+    qlsk.save(shift, path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta = json.loads(metadata["qlsk"])
+    del meta["params"]["condition"]  # as written before the parameter existed
+    old = tmp_path / "old.qlsk"
+    save_file(tensors, str(old), metadata={**metadata, "qlsk": json.dumps(meta)})
+    loaded = qlsk.load(old)
+    assert loaded.condition == "shift"
+    np.testing.assert_array_equal(loaded.predict(fam.X_heldout), shift.predict(fam.X_heldout))
 
 
 def test_same_seed_same_predictions_and_few_shot_from_a_fitted_model(fam, base, model):

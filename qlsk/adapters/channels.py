@@ -52,6 +52,16 @@ def parse_channels(spec: str) -> tuple[str, ...]:
     return tuple(name for name in CHANNELS if name in names)
 
 
+def modulate(output: torch.Tensor, scale: torch.Tensor | None,
+             shift: torch.Tensor | None) -> torch.Tensor:
+    """``output * scale + shift``, each part skipped when ``None``."""
+    if scale is not None:
+        output = output * scale
+    if shift is not None:
+        output = output + shift
+    return output
+
+
 def _zero_linear(n_in: int, n_out: int) -> nn.Linear:
     layer = nn.Linear(n_in, n_out, bias=False)
     nn.init.zeros_(layer.weight)
@@ -128,11 +138,7 @@ class DescriptionChannels(nn.Module):
         self._scale = self._shift = None
 
     def _modulate(self, layer, inputs, output):
-        if self._scale is not None:
-            output = output * self._scale
-        if self._shift is not None:
-            output = output + self._shift
-        return output
+        return modulate(output, self._scale, self._shift)
 
     def extra_repr(self) -> str:
         return f"channels={'+'.join(self.names)!r}"

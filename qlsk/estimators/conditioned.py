@@ -26,9 +26,11 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
     Every linear layer of a copy of ``base`` gets LoRA factors, and the embedding
     ``e(c)`` of each row's task description shifts the first hidden layer through a
     learned map ``V`` (zero at the start, so training starts at the base):
-    ``h_1 = act(W_1 x + b_1 + s B_1 A_1 x + V e(c))``. Trained on rows of many
-    described tasks, it predicts a new task from its description alone (zero-shot),
-    and adapts to a few of its rows from a fitted model (``init``, few-shot).
+    ``h_1 = act(W_1 x + b_1 + s B_1 A_1 x + V e(c))``; with ``condition="film"`` it also
+    scales it, ``h_1 = act((W_1 x + b_1 + s B_1 A_1 x) * (1 + U e(c)) + V e(c))``.
+    Trained on rows of many described tasks, it predicts a new task from its
+    description alone (zero-shot), and adapts to a few of its rows from a fitted model
+    (``init``, few-shot).
 
     ``X`` is a pandas DataFrame: numeric input columns and one text column,
     ``description_column``, holding each row's task description, as for
@@ -42,8 +44,12 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
     init : ConditionedLoraRegressor or None, default=None
         A fitted model to start from instead (few-shot adaptation): its LoRA factors
         and map ``V`` are copied.
+    condition : {"shift", "film"}, default="shift"
+        How the description enters the first hidden layer: a shift ``V e(c)``, or a
+        shift and a scale ``1 + U e(c)`` (a FiLM layer). Ignored with ``init`` (its
+        module is copied).
     freeze_condition : bool, default=False
-        Keep ``V`` fixed: only the LoRA factors train.
+        Keep ``V`` (and ``U``) fixed: only the LoRA factors train.
     description_column : str, default="description"
         The text column of ``X``.
     text_encoder : {"lexical", "semantic"} or callable, default="semantic"
@@ -86,7 +92,7 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
     embedding_dim_ : int
         Length of the description embeddings.
     n_trainable_params_ : int
-        LoRA factors plus ``V``.
+        LoRA factors plus ``V`` (and ``U``).
     history_ : list of dict
         Per epoch: ``epoch``, ``train_loss`` (and ``valid_loss``), ``dur``.
 
@@ -108,13 +114,14 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
     (3,)
     """
 
-    def __init__(self, base=None, *, init=None, freeze_condition=False,
+    def __init__(self, base=None, *, init=None, condition="shift", freeze_condition=False,
                  description_column="description", text_encoder="semantic", rank=4,
                  alpha=16.0, lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
                  early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
                  random_state=None, verbose=0, callbacks=None):
         self.base = base
         self.init = init
+        self.condition = condition
         self.freeze_condition = freeze_condition
         self.description_column = description_column
         self.text_encoder = text_encoder
@@ -138,6 +145,7 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
         **BaseNeuralRegressor._parameter_constraints,
         "base": "no_validation",  # a fitted estimator, module, path: bases.base_module
         "init": "no_validation",
+        "condition": [StrOptions({"shift", "film"})],
         "freeze_condition": ["boolean"],
         "description_column": [str],
         "text_encoder": [StrOptions({"lexical", "semantic"}), callable],
@@ -175,7 +183,8 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
         network = copy.deepcopy(base_module(self.base)).cpu().float()
         check_fits(network, len(self.feature_columns_), n_outputs)
         adapted = inject(network, "lora", rank=int(self.rank), alpha=self.alpha)
-        return DescriptionInput(adapted, self.embedding_dim_, len(self.feature_columns_))
+        return DescriptionInput(adapted, self.embedding_dim_, len(self.feature_columns_),
+                                film=self.condition == "film")
 
     def _build_module(self, Z, y, seed):
         if self.init is not None:
@@ -186,6 +195,8 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
             module = self._fresh_module(y.shape[1])
             scale = _loss_scale(module, y)
         module.condition.requires_grad_(not self.freeze_condition)
+        if module.film:
+            module.condition_scale.requires_grad_(not self.freeze_condition)
         return module, scale
 
 
@@ -220,6 +231,9 @@ def _restore(estimator: ConditionedLoraRegressor, meta: dict, tensors: dict,
                  "n_trainable_params_", "history_"):
         setattr(estimator, name, meta[name])
     estimator._y_was_1d = meta["y_was_1d"]
+    if "condition_scale.weight" not in tensors and estimator.condition == "film":
+        # a file saved before ``condition`` existed holds a shift-only model
+        estimator.set_params(condition="shift")
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
         module = estimator._fresh_module(meta["n_outputs_"])
     try:
