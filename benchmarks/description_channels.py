@@ -40,13 +40,13 @@ from .stats import paired_summary, ratio_line
 
 # name -> SharedMemoryRegressor options; "prior" is the method as published.
 VARIANTS = {
-    "prior": {},
+    "prior": {"channels": "prior"},
     "prior+query": {"channels": "prior+query"},
     "prior+shift": {"channels": "prior+shift"},
     "prior+film": {"channels": "prior+shift+scale"},
     "all": {"channels": "prior+query+shift+scale"},
     "shift": {"channels": "shift"},
-    "prior, 16 atoms dense": {"n_atoms": 16, "top_k": 16},
+    "prior, 16 atoms dense": {"channels": "prior", "n_atoms": 16, "top_k": 16},
     # controls without a memory: one atom fixed at I is plain LoRA (docs/method.md), so
     # these are LoRA with the description as a shift (the description-as-input network
     # again, through this estimator) and as a FiLM layer

@@ -58,6 +58,7 @@ def _seed(seed: int, epochs: int) -> None:
     for encoder, prior_map in CONFIGS:
         t = time.time()
         model = SharedMemoryRegressor(base=base, text_encoder=encoder, prior_map=prior_map,
+                                      channels="prior",  # the prior map alone
                                       max_epochs=epochs, random_state=seed).fit(
             fam.X_train, fam.y_train)
         row = {"seed": seed, "encoder": encoder, "prior_map": prior_map,

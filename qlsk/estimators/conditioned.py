@@ -44,10 +44,12 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
     init : ConditionedLoraRegressor or None, default=None
         A fitted model to start from instead (few-shot adaptation): its LoRA factors
         and map ``V`` are copied.
-    condition : {"shift", "film"}, default="shift"
+    condition : {"shift", "film"}, default="film"
         How the description enters the first hidden layer: a shift ``V e(c)``, or a
         shift and a scale ``1 + U e(c)`` (a FiLM layer). Ignored with ``init`` (its
-        module is copied).
+        module is copied). The default was chosen on the development families, where
+        the FiLM layer predicted new tasks zero-shot 13% more accurately
+        (``docs/multitask.md``).
     freeze_condition : bool, default=False
         Keep ``V`` (and ``U``) fixed: only the LoRA factors train.
     description_column : str, default="description"
@@ -114,7 +116,7 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
     (3,)
     """
 
-    def __init__(self, base=None, *, init=None, condition="shift", freeze_condition=False,
+    def __init__(self, base=None, *, init=None, condition="film", freeze_condition=False,
                  description_column="description", text_encoder="semantic", rank=4,
                  alpha=16.0, lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
                  early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
