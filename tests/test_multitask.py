@@ -154,6 +154,31 @@ def test_few_shot_starts_from_the_shared_model(fam, shared):
         FewShotRegressor(None).fit(rows, y)
 
 
+def test_few_shot_under_the_evidence_shrinks_toward_the_shared_model(fam, shared):
+    rows, y = fam.X_heldout[:12], fam.y_heldout[:12]
+    moved = {}
+    for strength in (1e6, 1e-4):
+        fit = FewShotRegressor(shared, regularization="evidence", l2_strengths=[strength],
+                               max_steps=300, random_state=0).fit(rows, y)
+        moved[strength] = np.abs(fit.predict(rows) - shared.predict(rows)).max()
+    # a strong prior keeps (nearly) the shared model's zero-shot predictions
+    assert moved[1e6] < 0.05 * moved[1e-4]
+    few = FewShotRegressor(shared, regularization="evidence", max_steps=200,
+                           random_state=0).fit(rows, y)
+    assert few.l2_strength_ in [p["strength"] for p in few.regularization_path_]
+    mean, std = few.predict(rows, return_std=True)
+    np.testing.assert_allclose(mean, few.predict(rows))
+    assert mean.shape == std.shape == (12,) and (std > 0).all()
+    assert few.predict(rows, use_description=False).shape == (12,)
+    with pytest.raises(ValueError, match="needs the rows' descriptions"):
+        few.predict(rows, return_std=True, use_description=False)
+    fixed = FewShotRegressor(shared, **TINY).fit(rows, y)
+    with pytest.raises(ValueError, match="return_std=True needs the posterior"):
+        fixed.predict(rows, return_std=True)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        FewShotRegressor(shared, regularization="evidence").fit(rows[:1], y[:1])
+
+
 def test_clear_errors(fam, shared, base):
     X, y = fam.X_train, fam.y_train
     with pytest.raises(ValueError, match=r"no description column 'description'"):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+from numbers import Real
 
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseNeuralRegressor
 from ._described import _DescribedRegressor, _MemoryViews
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
+from .regularized import RegularizedAdapter
 
 
-class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
+class FewShotRegressor(SharesFitted, _MemoryViews, RegularizedAdapter, _DescribedRegressor):
     """Adapt a fitted :class:`~qlsk.SharedMemoryRegressor` to new tasks from a few rows.
 
     Training starts from a copy of the shared model (base, LoRA factors, memory and
@@ -28,8 +31,23 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
         Keep the memory (atoms, router, prior map and description channels) as the
         shared model learned it and train only the LoRA factors; ``False`` trains
         everything.
-    lr : float, default=1e-3
-        AdamW learning rate.
+    regularization : {"fixed", "evidence", "cv"}, default="fixed"
+        ``"fixed"``: mini-batch AdamW for ``max_epochs``. ``"evidence"`` (or ``"cv"``):
+        the adapting estimators' regime (see
+        :class:`~qlsk.LoraRegressor`): full-batch training along a path of L2
+        strengths toward the shared model's weights, the strength and the noise
+        chosen by the linearised-Laplace evidence (or 5-fold CV), and
+        ``predict(X, return_std=True)``.
+    l2_strengths : array-like of float or None, default=None
+        The strengths tried by ``"evidence"`` and ``"cv"`` (``None``: 11 values from 10
+        down to 1e-4).
+    max_steps : int, default=2000
+        At most this many full-batch steps per strength.
+    tol : float, default=1e-4
+        The convergence tolerance of those fits.
+    lr : float or None, default=None
+        AdamW learning rate (``None``: 1e-3 for ``"fixed"``, 3e-3 on the full-batch
+        path).
     weight_decay : float, default=0.0
         AdamW weight decay.
     max_epochs : int, default=50
@@ -85,11 +103,16 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
     (2,)
     """
 
-    def __init__(self, shared=None, *, freeze_memory=True, lr=1e-3, weight_decay=0.0,
+    def __init__(self, shared=None, *, freeze_memory=True, regularization="fixed",
+                 l2_strengths=None, max_steps=2000, tol=1e-4, lr=None, weight_decay=0.0,
                  max_epochs=50, batch_size=16, early_stopping=False, validation_fraction=0.1,
                  patience=20, device="cpu", random_state=None, verbose=0, callbacks=None):
         self.shared = shared
         self.freeze_memory = freeze_memory
+        self.regularization = regularization
+        self.l2_strengths = l2_strengths
+        self.max_steps = max_steps
+        self.tol = tol
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
@@ -104,6 +127,8 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
 
     _parameter_constraints = {
         **BaseNeuralRegressor._parameter_constraints,
+        **RegularizedAdapter._regularization_constraints,
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
         "shared": "no_validation",  # checked in _check_params: a fitted model
         "freeze_memory": ["boolean"],
     }
@@ -116,6 +141,33 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _DescribedRegressor):
         check_is_fitted(self.shared, "net_")
 
     _shared = ("shared",)
+
+    def predict(self, X, return_std=False, use_description=True):
+        """Predict targets for the rows of ``X``.
+
+        Parameters
+        ----------
+        X : pandas DataFrame
+            The input columns and the description column.
+        return_std : bool, default=False
+            Also return the standard deviation of a new observation at each row
+            (``regularization`` ``"evidence"`` or ``"cv"`` only).
+        use_description : bool, default=True
+            ``False``: every row as if its task had no description (not with
+            ``return_std``).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_std : ndarray, the same shape
+            Only with ``return_std=True``.
+        """
+        if use_description:
+            return RegularizedAdapter.predict(self, X, return_std=return_std)
+        if return_std:
+            raise ValueError("return_std=True needs the rows' descriptions: the posterior "
+                             "was fitted with them (use_description=True)")
+        return _DescribedRegressor.predict(self, X, use_description=False)
 
     def _text_settings(self):
         return self.shared._text_settings()
