@@ -35,7 +35,7 @@ from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES
 
 from .cells import _seed
 from .described_tasks import DEFAULTS, FULL, _base, _common, _Family, _fit
-from .runner import run_cells
+from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
 # name -> SharedMemoryRegressor options; "prior" is the method as published.
@@ -189,18 +189,7 @@ def main(argv=None) -> None:
         os.path.dirname(__file__), "results",
         f"channels-{'dev' if args.development else 'report'}-{time.strftime('%Y%m%d-%H%M%S')}")
     records = run_cells(run_cell, config, _cells(config), output, jobs=args.jobs)
-    rows = [row for record in records.values() for row in record["rows"]]
-    if not rows:
-        print("no cell finished")
-        return
-    df = pd.DataFrame(rows)
-    df.to_csv(os.path.join(output, "results.csv"), index=False)
-    text = summary(df)
-    with open(os.path.join(output, "summary.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
-    print(f"\n{len(records)} cells; summary.md and results.csv in {output}")
-
+    write_rows(records, output, summary)
 
 if __name__ == "__main__":
     main()

@@ -201,3 +201,21 @@ def run_cells(run_cell: Callable, config: dict, cells: Iterable[tuple], output: 
         if bar is not None:
             bar.close()
     return {cell_key(*c): done[cell_key(*c)] for c in cells if cell_key(*c) in done}
+
+
+def write_rows(records: dict[str, dict], output: str, summary: Callable) -> None:
+    """Every finished cell's rows to ``output/results.csv``, and ``summary(frame)`` (a
+    markdown string) to ``output/summary.md`` and the terminal."""
+    import pandas as pd
+
+    rows = [row for record in records.values() for row in record["rows"]]
+    if not rows:
+        print("no cell finished")
+        return
+    frame = pd.DataFrame(rows)
+    frame.to_csv(os.path.join(output, "results.csv"), index=False)
+    text = summary(frame)
+    with open(os.path.join(output, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    print(f"\n{len(records)} cells; summary.md and results.csv in {output}")
