@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -179,6 +180,24 @@ def test_few_shot_under_the_evidence_shrinks_toward_the_shared_model(fam, shared
         FewShotRegressor(shared, regularization="evidence").fit(rows[:1], y[:1])
 
 
+def test_few_shot_models_save_and_load_with_their_shared_model(fam, shared, tmp_path):
+    rows, y = fam.X_heldout[:12], fam.y_heldout[:12]
+    for regularization in ("fixed", "evidence"):
+        few = FewShotRegressor(shared, regularization=regularization, max_steps=50,
+                               **TINY).fit(rows, y)
+        path = tmp_path / f"{regularization}.qlsk"
+        qlsk.save(few, path)
+        loaded = qlsk.load(path)
+        assert isinstance(loaded.shared, SharedMemoryRegressor) and loaded.shared is not shared
+        np.testing.assert_array_equal(loaded.predict(fam.X_heldout), few.predict(fam.X_heldout))
+        np.testing.assert_array_equal(loaded.shared.predict(fam.X_heldout),
+                                      shared.predict(fam.X_heldout))
+        assert loaded.n_trainable_params_ == few.n_trainable_params_
+    np.testing.assert_allclose(loaded.predict(rows, return_std=True)[1],
+                               few.predict(rows, return_std=True)[1], rtol=1e-6)
+    loaded.fit(rows, y)  # refits from the stored shared model
+
+
 def test_clear_errors(fam, shared, base):
     X, y = fam.X_train, fam.y_train
     with pytest.raises(ValueError, match=r"no description column 'description'"):
@@ -257,8 +276,9 @@ def test_shared_models_parameters_are_not_the_few_shot_estimators(fam, base, tmp
     with pytest.raises(ValueError, match="shared= is a fitted object shared"):
         few.set_params(shared__max_epochs=99)
     assert shared.max_epochs == TINY["max_epochs"]
-    with pytest.raises(TypeError, match="keep a FewShotRegressor with pickle"):
+    with pytest.raises(NotFittedError):  # an unfitted one is refused, nothing written
         qlsk.save(few, tmp_path / "never-written.qlsk")
+    assert not (tmp_path / "never-written.qlsk").exists()
 
 
 def test_a_missing_memory_file_fails_before_pretraining(fam, tmp_path):

@@ -17,7 +17,9 @@ PACKAGE = pathlib.Path(qlsk.__file__).parent
 def test_the_registry_holds_the_storable_estimators_and_nothing_else():
     assert set(registry.names()) == {"MLPRegressor", "FineTuneRegressor", "LoraRegressor",
                                      "QueryableLoraRegressor", "MultiFidelityGPRegressor",
-                                     "ConditionedLoraRegressor", "SharedMemoryRegressor"}
+                                     "ConditionedLoraRegressor", "SharedMemoryRegressor",
+                                     "FewShotRegressor"}
+    assert registry.entry_named("FewShotRegressor").nested == ("shared",)
     assert registry.entry_named("MultiFidelityGPRegressor").key == "gp"
     assert registry.entry_for(LoraRegressor()).network
     assert registry.entry_for(qlsk.FewShotRegressor(None)) is None

@@ -48,38 +48,60 @@ def _check_storable(estimator) -> registry.Storable:
     return entry
 
 
-def _dump_state(estimator, entry: registry.Storable) -> tuple[dict, dict]:
-    """The metadata and tensors of an estimator registered with its own ``dump``: its
-    parameters, its fitted state (under ``entry.key``) and its base, kept as an
-    adapter's is."""
+def _dump_state(estimator, entry: registry.Storable, prefix: str = "") -> tuple[dict, dict]:
+    """The metadata and tensors (keys under ``prefix``) of an estimator registered with
+    its own ``dump``: its parameters, its fitted state (under ``entry.key``), its base,
+    kept as an adapter's is, and its nested estimators, each stored whole."""
     state, state_tensors = entry.dump(estimator)
-    meta = {"class": type(estimator).__name__, "params": _json_params(estimator),
+    meta = {"class": type(estimator).__name__,
+            "params": _json_params(estimator, skip=entry.nested),
             entry.key: state, "n_features_in_": int(estimator.n_features_in_),
             "feature_names_in_": (estimator.feature_names_in_.tolist()
                                   if hasattr(estimator, "feature_names_in_") else None)}
     tensors = {}
     if "base" in estimator.get_params(deep=False):
-        meta["base"], tensors = _dump_base(estimator.base, "base/")
-    tensors.update({f"{entry.key}/{k}": v.contiguous() for k, v in state_tensors.items()})
+        meta["base"], tensors = _dump_base(estimator.base, prefix + "base/")
+    for name in entry.nested:
+        inner = getattr(estimator, name)
+        inner_entry = _check_storable(inner)
+        meta[name], inner_tensors = (
+            _dump(inner, f"{prefix}{name}/") if inner_entry.network
+            else _dump_state(inner, inner_entry, f"{prefix}{name}/"))
+        tensors.update(inner_tensors)
+    tensors.update({f"{prefix}{entry.key}/{k}": v.contiguous()
+                    for k, v in state_tensors.items()})
     return meta, tensors
 
 
-def _restore_state(meta: dict, tensors: dict, device: str, entry: registry.Storable):
+def _restore_state(meta: dict, tensors: dict, device: str, entry: registry.Storable,
+                   prefix: str = ""):
     name = entry.cls.__name__
-    missing = [k for k in ("params", entry.key, "n_features_in_", "feature_names_in_")
-               if k not in meta]
+    missing = [k for k in ("params", entry.key, "n_features_in_", "feature_names_in_",
+                           *entry.nested) if k not in meta]
     if missing:
         raise ValueError(f"the metadata lacks {missing}")
     params = _checked_params(entry.cls, meta["params"])
+    stored_as_params = sorted(set(entry.nested) & set(params))
+    if stored_as_params:
+        raise ValueError(f"{name}'s {stored_as_params} are stored whole, not as parameters")
     if meta.get("base") is not None:
-        params["base"] = _restore_base(meta["base"], tensors, "base/", device)
+        params["base"] = _restore_base(meta["base"], tensors, prefix + "base/", device)
+    for key in entry.nested:
+        inner = meta[key]
+        inner_entry = registry.entry_named(inner.get("class") if isinstance(inner, dict)
+                                           else None)
+        if inner_entry is None:
+            raise ValueError(f"the nested {key!r} is not a class load() builds")
+        params[key] = (_restore(inner, tensors, f"{prefix}{key}/", device)
+                       if inner_entry.network else
+                       _restore_state(inner, tensors, device, inner_entry, f"{prefix}{key}/"))
     estimator = entry.cls(**params)
-    prefix = entry.key + "/"
+    state_prefix = f"{prefix}{entry.key}/"
     try:
         estimator._validate_params()
-        entry.restore(estimator, meta[entry.key], {k[len(prefix):]: v for k, v in
-                                                   tensors.items() if k.startswith(prefix)},
-                      device=device)
+        entry.restore(estimator, meta[entry.key], {
+            k[len(state_prefix):]: v for k, v in tensors.items() if k.startswith(state_prefix)},
+            device=device)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the saved {name} is incomplete or inconsistent: {exc!r}") from None
     except ValueError as exc:  # scikit-learn's InvalidParameterError among them
@@ -103,11 +125,11 @@ _PLAIN_VALUE = {
 }
 
 
-def _json_params(estimator) -> dict:
+def _json_params(estimator, skip=()) -> dict:
     params = {}
     for key, value in estimator.get_params(deep=False).items():
-        if key in ("base", "callbacks"):
-            continue  # the weights are saved whole; callbacks belong to one fit
+        if key in ("base", "callbacks", *skip):
+            continue  # stored whole (weights, nested estimators); callbacks belong to one fit
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if isinstance(value, os.PathLike):  # e.g. a memory file's path
@@ -224,9 +246,10 @@ def save(estimator, path, overwrite: bool = False) -> None:
         networks (:class:`~qlsk.MLPRegressor`, :class:`~qlsk.FineTuneRegressor`,
         :class:`~qlsk.LoraRegressor`, :class:`~qlsk.QueryableLoraRegressor`),
         :class:`~qlsk.MultiFidelityGPRegressor` (kept as its fitted hyperparameters
-        and the rows its GPs condition on), :class:`~qlsk.ConditionedLoraRegressor`
-        and :class:`~qlsk.SharedMemoryRegressor` (weights, memory, prior map, stages
-        and the text encoder's name); or if its network, base or a parameter cannot be
+        and the rows its GPs condition on), :class:`~qlsk.ConditionedLoraRegressor`,
+        :class:`~qlsk.SharedMemoryRegressor` (weights, memory, prior map, stages
+        and the text encoder's name) and :class:`~qlsk.FewShotRegressor` (with its
+        shared model, stored whole); or if its network, base or a parameter cannot be
         stored without pickle (a custom torch base, a callable text encoder).
     """
     entry = _check_storable(estimator)

@@ -27,6 +27,7 @@ class Storable:
     dump: Callable | None = None
     restore: Callable | None = None
     key: str | None = None
+    nested: tuple[str, ...] = ()
 
     @property
     def network(self) -> bool:
@@ -36,7 +37,7 @@ class Storable:
 _REGISTRY: dict[str, Storable] = {}
 
 
-def storable(cls=None, *, dump=None, restore=None, key=None):
+def storable(cls=None, *, dump=None, restore=None, key=None, nested=()):
     """Class decorator: let :func:`qlsk.save` / :func:`qlsk.load` keep ``cls``.
 
     Parameters
@@ -50,6 +51,10 @@ def storable(cls=None, *, dump=None, restore=None, key=None):
         constructed one (on the device ``load`` was given).
     key : str or None
         The metadata key the fitted state is stored under (default: the class name).
+    nested : tuple of str
+        Parameters that hold a fitted, storable qlsk estimator (e.g. the shared model a
+        few-shot model starts from): each is stored whole inside the file and comes
+        back as that parameter.
     """
     if (dump is None) != (restore is None):
         raise TypeError("pass both dump and restore, or neither")
@@ -58,7 +63,7 @@ def storable(cls=None, *, dump=None, restore=None, key=None):
         name = klass.__name__
         if name in _REGISTRY and _REGISTRY[name].cls is not klass:
             raise ValueError(f"another class is already registered as {name!r}")
-        _REGISTRY[name] = Storable(klass, dump, restore, key or name)
+        _REGISTRY[name] = Storable(klass, dump, restore, key or name, tuple(nested))
         return klass
 
     return register if cls is None else register(cls)
