@@ -22,7 +22,7 @@ def test_the_registry_holds_the_storable_estimators_and_nothing_else():
     assert registry.entry_named("FewShotRegressor").nested == ("shared",)
     assert registry.entry_named("MultiFidelityGPRegressor").key == "gp"
     assert registry.entry_for(LoraRegressor()).network
-    assert registry.entry_for(qlsk.FewShotRegressor(None)) is None
+    assert registry.entry_for(qlsk.TransferRegressor()) is None
     assert registry.entry_named(None) is None
 
 
