@@ -323,12 +323,14 @@ def _continual(config: dict, data: _Family, base, encoder: str) -> tuple[list[di
     stage."""
     rows, figures = [], {}
     stages = data.stages(config["n_stages"])
-    variants = (("memory", {}), ("memory-grow", {"grow_atoms": config["grow_atoms"],
-                                                 "freeze_previous_atoms": True}),
-                ("memory-replay", {"replay_rows": config.get("replay_rows", 0)}))
-    for method, later in variants:
-        if method != "memory" and not any(later.values()):
-            continue  # a variant switched off is the plain memory again
+    variants = (("memory", {}, True),
+                ("memory-grow", {"grow_atoms": config["grow_atoms"],
+                                 "freeze_previous_atoms": True}, config["grow_atoms"] > 0),
+                ("memory-replay", {"replay_rows": config.get("replay_rows", 0)},
+                 config.get("replay_rows", 0) > 0))
+    for method, later, switched_on in variants:
+        if not switched_on:
+            continue  # it would be the plain memory again
         model = SharedMemoryRegressor(
             base=base, text_encoder=encoder, rank=config["rank"], n_atoms=config["n_atoms"],
             top_k=config["top_k"], block_size=config["block_size"], warm_start=True,

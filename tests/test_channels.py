@@ -173,3 +173,48 @@ def test_estimator_refuses_bad_channels_before_pretraining(fam):
     with pytest.raises(ValueError, match="query='constant' has none"):
         SharedMemoryRegressor(channels="prior+query", query="constant").fit(
             fam.X_train, fam.y_train)
+
+
+def _without_param(path, name, out):
+    """A copy of a saved model whose metadata lacks parameter ``name`` (an older file)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta = json.loads(metadata["qlsk"])
+    del meta["params"][name]
+    save_file(tensors, str(out), metadata={**metadata, "qlsk": json.dumps(meta)})
+    return out
+
+
+def test_older_models_load_and_unpickle_as_the_prior_alone(fam, fam_base, tmp_path):
+    old = SharedMemoryRegressor(base=fam_base, channels="prior", max_epochs=1,
+                                random_state=0).fit(fam.X_train, fam.y_train)
+    qlsk.save(old, tmp_path / "m.qlsk")
+    loaded = qlsk.load(_without_param(tmp_path / "m.qlsk", "channels", tmp_path / "old.qlsk"))
+    assert loaded.channels == "prior"
+    np.testing.assert_array_equal(loaded.predict(fam.X_heldout), old.predict(fam.X_heldout))
+    pickled = pickle.loads(pickle.dumps(old))
+    del pickled.__dict__["channels"], pickled.__dict__["replay_rows"]  # as pickled before
+    assert pickled.get_params()["channels"] == "prior"
+    assert pickled.get_params()["replay_rows"] == 0
+
+
+def test_freeze_memory_keeps_the_memory_and_trains_new_channels(fam, fam_base, tmp_path):
+    shared = SharedMemoryRegressor(base=fam_base, max_epochs=1, random_state=0).fit(
+        fam.X_train, fam.y_train)
+    shared.save_memory(tmp_path / "mem")
+    reused = SharedMemoryRegressor(base=fam_base, memory=str(tmp_path / "mem"),
+                                   freeze_memory=True, max_epochs=1, random_state=0).fit(
+        fam.X_train, fam.y_train)
+    model = reused.shared_model_
+    assert not any(p.requires_grad for p in model.memory.parameters())
+    assert all(p.requires_grad for p in model.channels.parameters())  # not in the file
+    assert model.channels.shift.weight.abs().sum() > 0
+    qlsk.save(reused, tmp_path / "reused.qlsk")  # loaded, what was frozen stays frozen
+    loaded = qlsk.load(tmp_path / "reused.qlsk").shared_model_
+    assert not any(p.requires_grad for p in loaded.memory.parameters())
+    assert all(p.requires_grad for p in loaded.channels.parameters())

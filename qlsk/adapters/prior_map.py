@@ -133,10 +133,10 @@ class SharedMemoryModel(nn.Module):
     def memory(self):
         return self.adapted.memory
 
-    def freeze_memory(self) -> None:
+    def freeze_memory(self, channels: bool = True) -> None:
         """Stop training what the tasks share besides the LoRA factors: the atoms, the
-        router, the prior map and the description channels."""
-        for part in (self.memory, self.prior_map, self._channels()):
+        router, the prior map and, with ``channels``, the description channels."""
+        for part in (self.memory, self.prior_map, self._channels() if channels else None):
             if part is not None:
                 part.requires_grad_(False)
 
@@ -178,10 +178,10 @@ class SharedMemoryModel(nn.Module):
         described = bool(embedding.abs().sum() > 0)
         channels = self._channels()
         prior = channels is None or channels.prior
-        self.memory.set_prior(self.prior_map(embedding) if described and prior else None)
-        if channels is not None:
-            channels.set(self.memory, embedding if described else None)
         try:
+            self.memory.set_prior(self.prior_map(embedding) if described and prior else None)
+            if channels is not None:
+                channels.set(self.memory, embedding if described else None)
             out = self.adapted(X)
         finally:
             # The prior and the channels' tensors carry the graph of their maps: keep it

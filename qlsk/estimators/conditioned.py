@@ -142,6 +142,7 @@ class ConditionedLoraRegressor(SharesFitted, _DescribedRegressor):
         self.callbacks = callbacks
 
     _shared = ("base", "init")  # fitted objects: clones share them
+    condition = "shift"  # what a model pickled before the parameter existed was built with
 
     _parameter_constraints = {
         **BaseNeuralRegressor._parameter_constraints,

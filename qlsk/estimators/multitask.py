@@ -123,8 +123,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         number of blocks, embedding length and named text encoder must match; rank,
         atom count and encoder are checked before any training); ``None``: a new memory.
     freeze_memory : bool, default=False
-        Keep the memory (atoms, router and prior map) as it starts; only the LoRA
-        factors train.
+        Keep the memory (atoms, router and prior map) as it starts; the LoRA factors
+        and the description channels other than the prior train.
     target_modules : None, str, list of str or callable, default=None
         Layers to adapt, in forward order (see :func:`qlsk.adapters.inject`).
     warm_start : bool, default=False
@@ -266,6 +266,10 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.grow_atoms = grow_atoms
         self.freeze_previous_atoms = freeze_previous_atoms
         self.replay_rows = replay_rows
+
+    # What a model pickled before these parameters existed was built with.
+    channels = "prior"
+    replay_rows = 0
 
     _parameter_constraints = {
         **QueryableLoraRegressor._parameter_constraints,
@@ -434,8 +438,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         shared = self._shared_model(adapted, self.embedding_dim_, self.n_atoms)
         if self.memory is not None:
             load_memory_state(shared, *read_memory(self.memory))
-        if self.freeze_memory:
-            shared.freeze_memory()
+        if self.freeze_memory:  # the channels are not in a memory file: they train
+            shared.freeze_memory(channels=False)
         return _Packed(shared, d), scale
 
     def _shared_model(self, adapted, embedding_dim: int, n_atoms: int) -> SharedMemoryModel:
@@ -458,7 +462,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         module = copy.deepcopy(previous["module"])
         grow_memory(module.model, self.grow_atoms)
         if self.freeze_memory:
-            module.model.freeze_memory()
+            module.model.freeze_memory(channels=False)
         return module, previous["scale"].clone()
 
 
@@ -506,10 +510,15 @@ def _restore(estimator: SharedMemoryRegressor, meta: dict, tensors: dict,
                  "n_outputs_", "n_trainable_params_", "history_"):
         setattr(estimator, name, meta[name])
     estimator._y_was_1d = meta["y_was_1d"]
+    if not any(k.startswith("model.channels.") for k in tensors):
+        # a file saved before the channels existed holds the prior alone
+        estimator.set_params(channels="prior")
     config = {**estimator._adapter_config(), "n_atoms": meta["n_atoms_"]}
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
         adapted = inject(MLP(**meta["mlp"]), "queryable", meta["layers"], **config)
         shared = estimator._shared_model(adapted, meta["embedding_dim_"], meta["n_atoms_"])
+    if estimator.freeze_memory:  # as fit left it: what trains decides a few-shot copy's
+        shared.freeze_memory(channels=False)
     module = _Packed(shared, len(meta["feature_columns_"]))
     try:
         module.load_state_dict(tensors)
