@@ -303,9 +303,10 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
             few_seed = _seed(data.name, data.seed, member, n)
             common = _few_common(config, n, few_seed)
             controls = CONTROLS if n <= config["control_max_n"] else ("right",)
-            fits = [("memory-fewshot", c, (
+            fits = [("memory-fewshot", c, (  # every few-shot fit: the same steps
                 _UndescribedFewShot if c == "none" else FewShotRegressor)(
-                memory, freeze_memory=True, **common)) for c in controls]
+                memory, freeze_memory=True, regularization="fixed", **common))
+                for c in controls]
             fits.append(("conditioning-fewshot", "right", ConditionedLoraRegressor(
                 init=conditioned, freeze_condition=True, **common)))
             for method, control, model in fits:

@@ -64,7 +64,7 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
             X_n, y_n = data.rows([member], n)
             few = _few_common(config, n, _seed(family, seed, member, n))
             models = {
-                "memory-fixed": FewShotRegressor(memory, **few),
+                "memory-fixed": FewShotRegressor(memory, regularization="fixed", **few),
                 "memory-evidence": FewShotRegressor(
                     memory, regularization="evidence", random_state=few["random_state"]),
                 "conditioning-fixed": ConditionedLoraRegressor(

@@ -173,7 +173,7 @@ def test_few_shot_under_the_evidence_shrinks_toward_the_shared_model(fam, shared
     assert few.predict(rows, use_description=False).shape == (12,)
     with pytest.raises(ValueError, match="needs the rows' descriptions"):
         few.predict(rows, return_std=True, use_description=False)
-    fixed = FewShotRegressor(shared, **TINY).fit(rows, y)
+    fixed = FewShotRegressor(shared, regularization="fixed", **TINY).fit(rows, y)
     with pytest.raises(ValueError, match="return_std=True needs the posterior"):
         fixed.predict(rows, return_std=True)
     with pytest.raises(ValueError, match="at least 2 samples"):
