@@ -137,10 +137,12 @@ def sizes_on_one_base(config: dict, task_name: str, seed: int):
         yield n_train, task, base
 
 
-def rmse_sd(y_true, pred) -> float:
-    """Test RMSE divided by the standard deviation of the test targets."""
+def rmse_sd(y_true, pred, sd: float | None = None) -> float:
+    """Test RMSE divided by ``sd`` (default: the standard deviation of the test targets;
+    a family member's own sd in the multi-task studies)."""
     y_true = np.asarray(y_true)
-    return float(np.sqrt(np.mean((np.ravel(pred) - y_true) ** 2)) / y_true.std())
+    return float(np.sqrt(np.mean((np.ravel(pred) - y_true) ** 2))
+                 / (y_true.std() if sd is None else sd))
 
 
 class _ConvergenceWarnings:

@@ -61,7 +61,7 @@ from qlsk import (
 )
 from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES, list_families, load_family
 
-from .cells import _gp, _seed
+from .cells import _gp, _seed, rmse_sd
 from .runner import run_cells
 from .stats import paired_summary
 
@@ -91,10 +91,6 @@ USAGE_ROWS = 200
 # LoRA and fine-tuning without the learned output calibration, like the shared memory
 # and the conditioning network: every LoRA-factor method trains the same parameters.
 PLAIN = {"output_calibration": False, "regularization": "fixed"}
-
-
-def _rmse_sd(pred, y, sd) -> float:
-    return float(np.sqrt(np.mean((np.ravel(pred) - y) ** 2)) / sd)
 
 
 def _zero_description(Z: np.ndarray, n_features: int) -> np.ndarray:
@@ -159,7 +155,7 @@ class _Family:
 
     def score(self, predict, member: str, description: str | None = None) -> float:
         X, y = self.test(member, description)
-        return _rmse_sd(predict(X), y, self.sd[member])
+        return rmse_sd(y, predict(X), self.sd[member])
 
     def stages(self, n_stages: int) -> list[list[str]]:
         order = np.random.default_rng(self.seed).permutation(self.fam.train_members)
@@ -347,7 +343,7 @@ def _continual(config: dict, data: _Family, base, encoder: str) -> tuple[list[di
             for member, origin in seen:
                 X_test, y_test = data.test(member)
                 rows.append(_row(data, encoder, method, member, "right", 0,
-                                 _rmse_sd(model.predict(X_test), y_test, data.sd[member]),
+                                 rmse_sd(y_test, model.predict(X_test), data.sd[member]),
                                  encoder=encoder, stage=stage, origin=origin, fit_s=fit_s,
                                  n_trainable_params=model.n_trainable_params_))
                 stage_usage[member] = model.atom_usage(X_test[:USAGE_ROWS]).mean(
