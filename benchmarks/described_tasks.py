@@ -168,6 +168,19 @@ def _base(config: dict, data: _Family) -> MLPRegressor:
         data.fam.X_source, data.fam.y_source)
 
 
+def training_members(config: dict, family: str, seed: int, encoder: str):
+    """What a study of described estimators starts a cell from: the family's data, its
+    pretrained base, the training members' rows and the settings every multi-task fit
+    shares. Returns ``(data, base, X, y, common)``."""
+    torch.set_num_threads(1)
+    data = _Family(config, family, seed)
+    base = _base(config, data)
+    X, y = data.rows(data.fam.train_members)
+    common = {"base": base, "text_encoder": encoder, "rank": config["rank"],
+              **_common(config, _seed(family, seed, encoder))}
+    return data, base, X, y, common
+
+
 def _few_epochs(config: dict, n: int) -> int:
     """Epochs that give every few-shot fit ``few_steps`` optimiser steps."""
     return max(1, round(config["few_steps"] / math.ceil(n / config["few_batch_size"])))

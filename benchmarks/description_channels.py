@@ -28,13 +28,11 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from qlsk import ConditionedLoraRegressor, SharedMemoryRegressor
 from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES
 
-from .cells import _seed
-from .described_tasks import DEFAULTS, FULL, _base, _common, _Family, _fit
+from .described_tasks import DEFAULTS, FULL, _Family, _fit, training_members
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
@@ -79,12 +77,7 @@ def _routing_summary(model: SharedMemoryRegressor, data: _Family, members) -> di
 
 def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
     """Every variant and the reference on one family, seed and encoder."""
-    torch.set_num_threads(1)
-    data = _Family(config, family, seed)
-    base = _base(config, data)
-    X, y = data.rows(data.fam.train_members)
-    common = {"base": base, "text_encoder": encoder, "rank": config["rank"],
-              **_common(config, _seed(family, seed, encoder))}
+    data, base, X, y, common = training_members(config, family, seed, encoder)
     size = {k: config[k] for k in ("n_atoms", "top_k", "block_size")}
     models = {name: ConditionedLoraRegressor(**common, **REFERENCES[name])
               for name in config.get("references", [REFERENCE])}

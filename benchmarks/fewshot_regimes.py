@@ -27,7 +27,6 @@ import os
 import time
 
 import pandas as pd
-import torch
 
 from qlsk import (
     ConditionedLoraRegressor,
@@ -38,7 +37,7 @@ from qlsk import (
 from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES
 
 from .cells import _seed
-from .described_tasks import DEFAULTS, FULL, _base, _common, _Family, _few_common, _fit
+from .described_tasks import DEFAULTS, FULL, _few_common, _fit, training_members
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
@@ -48,12 +47,7 @@ SIZES = [10, 25, 50]
 
 def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
     """Every method, held-out member and size of one family, seed and encoder."""
-    torch.set_num_threads(1)
-    data = _Family(config, family, seed)
-    base = _base(config, data)
-    X, y = data.rows(data.fam.train_members)
-    common = {"base": base, "text_encoder": encoder, "rank": config["rank"],
-              **_common(config, _seed(family, seed, encoder))}
+    data, base, X, y, common = training_members(config, family, seed, encoder)
     memory = SharedMemoryRegressor(**common)
     conditioned = ConditionedLoraRegressor(**common)
     _fit(memory, X, y)
@@ -66,10 +60,12 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
             models = {
                 "memory-fixed": FewShotRegressor(memory, regularization="fixed", **few),
                 "memory-evidence": FewShotRegressor(
-                    memory, regularization="evidence", random_state=few["random_state"]),
+                    memory, regularization="evidence", max_steps=config["max_steps"],
+                    random_state=few["random_state"]),
                 "conditioning-fixed": ConditionedLoraRegressor(
                     init=conditioned, freeze_condition=True, **few),
-                "lora-evidence": LoraRegressor(base=base, random_state=few["random_state"]),
+                "lora-evidence": LoraRegressor(base=base, max_steps=config["max_steps"],
+                                               random_state=few["random_state"]),
             }
             for method, model in models.items():
                 described = method != "lora-evidence"
@@ -115,13 +111,16 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="epochs of the multi-task fits")
+    parser.add_argument("--max-steps", type=int, default=2000,
+                        help="full-batch steps per strength of the evidence's fits (their "
+                             "default)")
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     parser.add_argument("--output", default=None, help="result folder (an existing one resumes)")
     args = parser.parse_args(argv)
     families = args.families or list(DEVELOPMENT_FAMILIES if args.development
                                      else REPORT_FAMILIES)
     config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
-              "encoders": args.encoders, "sizes": args.sizes}
+              "encoders": args.encoders, "sizes": args.sizes, "max_steps": args.max_steps}
     if args.max_epochs:
         config["max_epochs"] = args.max_epochs
     output = args.output or os.path.join(

@@ -22,6 +22,32 @@ _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "sta
                      "n_atoms_")
 
 
+# The fitted facts of a described estimator that qlsk.save keeps, besides its weights.
+_SAVED_STATE = ("feature_columns_", "descriptions_", "embedding_dim_", "n_outputs_",
+                "n_trainable_params_", "history_")
+
+
+def dump_described(estimator) -> dict:
+    """The JSON part of a fitted described estimator's file that every such estimator
+    shares: its columns, descriptions, sizes, history and loss scale."""
+    check_is_fitted(estimator, "net_")
+    return {"feature_columns_": list(estimator.feature_columns_),
+            "descriptions_": list(estimator.descriptions_),
+            "embedding_dim_": int(estimator.embedding_dim_),
+            "n_outputs_": int(estimator.n_outputs_), "y_was_1d": bool(estimator._y_was_1d),
+            "n_trainable_params_": int(estimator.n_trainable_params_),
+            "history_": estimator.history_,
+            "loss_scale": estimator.net_.criterion_.scale.cpu().tolist()}
+
+
+def restore_described(estimator, meta: dict) -> torch.Tensor:
+    """Set what :func:`dump_described` kept back on ``estimator``; return the loss scale."""
+    for name in _SAVED_STATE:
+        setattr(estimator, name, meta[name])
+    estimator._y_was_1d = meta["y_was_1d"]
+    return torch.as_tensor(np.asarray(meta["loss_scale"], dtype=np.float32))
+
+
 class _Packed(nn.Module):
     """Reads ``[inputs | embedding | task id]`` rows: one float matrix per batch.
 

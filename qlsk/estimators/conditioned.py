@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from numbers import Integral, Real
 
-import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -15,7 +14,7 @@ from ..adapters import inject
 from ..adapters.conditioning import DescriptionInput
 from ..nn import _safe_std
 from ._base import BaseNeuralRegressor
-from ._described import _DescribedRegressor
+from ._described import _DescribedRegressor, dump_described, restore_described
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
 from .registry import storable
 
@@ -218,22 +217,13 @@ def _dump(estimator: ConditionedLoraRegressor) -> tuple[dict, dict]:
     if estimator.init is not None:
         raise TypeError("save() keeps a ConditionedLoraRegressor fitted from a base; one "
                         "fitted from init=... needs pickle")
-    meta = {"feature_columns_": list(estimator.feature_columns_),
-            "descriptions_": list(estimator.descriptions_),
-            "embedding_dim_": int(estimator.embedding_dim_),
-            "n_outputs_": int(estimator.n_outputs_), "y_was_1d": bool(estimator._y_was_1d),
-            "n_trainable_params_": int(estimator.n_trainable_params_),
-            "history_": estimator.history_,
-            "loss_scale": estimator.net_.criterion_.scale.cpu().tolist()}
+    meta = dump_described(estimator)
     return meta, dict(estimator.net_.module_.state_dict())
 
 
 def _restore(estimator: ConditionedLoraRegressor, meta: dict, tensors: dict,
              device: str = "cpu") -> None:
-    for name in ("feature_columns_", "descriptions_", "embedding_dim_", "n_outputs_",
-                 "n_trainable_params_", "history_"):
-        setattr(estimator, name, meta[name])
-    estimator._y_was_1d = meta["y_was_1d"]
+    scale = restore_described(estimator, meta)
     if "condition_scale.weight" not in tensors and estimator.condition == "film":
         # a file saved before ``condition`` existed holds a shift-only model
         estimator.set_params(condition="shift")
@@ -243,7 +233,6 @@ def _restore(estimator: ConditionedLoraRegressor, meta: dict, tensors: dict,
         module.load_state_dict(tensors)
     except RuntimeError as exc:
         raise ValueError(f"the saved weights do not fit the base: {exc}") from None
-    scale = torch.as_tensor(np.asarray(meta["loss_scale"], dtype=np.float32))
     estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
     estimator.net_.initialize()
 

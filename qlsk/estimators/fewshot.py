@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 from numbers import Real
 
-import numpy as np
-import torch
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseNeuralRegressor
-from ._described import _DescribedRegressor, _MemoryViews
+from ._described import (
+    _DescribedRegressor,
+    _MemoryViews,
+    dump_described,
+    restore_described,
+)
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
 from .registry import storable
@@ -204,14 +207,7 @@ def _dump(estimator: FewShotRegressor) -> tuple[dict, dict]:
     """What :func:`qlsk.save` keeps besides the parameters and the shared model (stored
     whole, as the ``shared`` parameter): the fitted columns and descriptions, the
     network's weights and, under the evidence, its posterior."""
-    check_is_fitted(estimator, "net_")
-    meta = {"feature_columns_": list(estimator.feature_columns_),
-            "descriptions_": list(estimator.descriptions_),
-            "embedding_dim_": int(estimator.embedding_dim_),
-            "n_outputs_": int(estimator.n_outputs_), "y_was_1d": bool(estimator._y_was_1d),
-            "n_trainable_params_": int(estimator.n_trainable_params_),
-            "history_": estimator.history_,
-            "loss_scale": estimator.net_.criterion_.scale.cpu().tolist()}
+    meta = dump_described(estimator)
     tensors = dict(estimator.net_.module_.state_dict())
     meta["posterior"], factor = dump_posterior(estimator)
     if factor is not None:
@@ -221,10 +217,7 @@ def _dump(estimator: FewShotRegressor) -> tuple[dict, dict]:
 
 def _restore(estimator: FewShotRegressor, meta: dict, tensors: dict,
              device: str = "cpu") -> None:
-    for name in ("feature_columns_", "descriptions_", "embedding_dim_", "n_outputs_",
-                 "n_trainable_params_", "history_"):
-        setattr(estimator, name, meta[name])
-    estimator._y_was_1d = meta["y_was_1d"]
+    scale = restore_described(estimator, meta)
     module = copy.deepcopy(estimator.shared.module_).cpu().float()  # the same architecture
     if estimator.freeze_memory:
         module.model.freeze_memory()
@@ -233,7 +226,6 @@ def _restore(estimator: FewShotRegressor, meta: dict, tensors: dict,
         module.load_state_dict(weights)
     except RuntimeError as exc:
         raise ValueError(f"the saved weights do not fit the shared model: {exc}") from None
-    scale = torch.as_tensor(np.asarray(meta["loss_scale"], dtype=np.float32))
     estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
     estimator.net_.initialize()
     restore_posterior(estimator, meta["posterior"], tensors.get("posterior/factor"))

@@ -33,6 +33,8 @@ from ._described import (  # noqa: F401  (_TaskNet: old pickles name it here)
     _MemoryViews,
     _Packed,
     _TaskNet,
+    dump_described,
+    restore_described,
 )
 from .bases import base_module, check_feature_names, check_fits
 from .callbacks import _KeepAtoms
@@ -489,14 +491,9 @@ def _dump(estimator: SharedMemoryRegressor) -> tuple[dict, dict]:
                          "descriptions": stage["probe"][column].astype(str).tolist(),
                          "targets": np.asarray(stage["probe_y"]).tolist()}}
               for stage in estimator.stages_]
-    meta = {"mlp": mlp.spec(), "layers": [names[id(m)] for m in shared.adapted.adapted_layers],
-            "n_atoms_": int(estimator.n_atoms_), "feature_columns_":
-            list(estimator.feature_columns_), "descriptions_": list(estimator.descriptions_),
-            "embedding_dim_": int(estimator.embedding_dim_),
-            "n_outputs_": int(estimator.n_outputs_), "y_was_1d": bool(estimator._y_was_1d),
-            "n_trainable_params_": int(estimator.n_trainable_params_),
-            "history_": estimator.history_, "stages_": stages,
-            "loss_scale": estimator.net_.criterion_.scale.cpu().tolist()}
+    meta = {**dump_described(estimator), "mlp": mlp.spec(),
+            "layers": [names[id(m)] for m in shared.adapted.adapted_layers],
+            "n_atoms_": int(estimator.n_atoms_), "stages_": stages}
     return meta, dict(estimator.net_.module_.state_dict())
 
 
@@ -506,10 +503,8 @@ def _restore(estimator: SharedMemoryRegressor, meta: dict, tensors: dict,
 
     from ..nn import MLP
 
-    for name in ("n_atoms_", "feature_columns_", "descriptions_", "embedding_dim_",
-                 "n_outputs_", "n_trainable_params_", "history_"):
-        setattr(estimator, name, meta[name])
-    estimator._y_was_1d = meta["y_was_1d"]
+    scale = restore_described(estimator, meta)
+    estimator.n_atoms_ = meta["n_atoms_"]
     if not any(k.startswith("model.channels.") for k in tensors):
         # a file saved before the channels existed holds the prior alone
         estimator.set_params(channels="prior")
@@ -525,7 +520,6 @@ def _restore(estimator: SharedMemoryRegressor, meta: dict, tensors: dict,
     except RuntimeError as exc:
         raise ValueError(f"the saved weights do not fit the saved architecture: {exc}") \
             from None
-    scale = torch.as_tensor(np.asarray(meta["loss_scale"], dtype=np.float32))
     estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
     estimator.net_.initialize()
     column = estimator.description_column
