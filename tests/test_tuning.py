@@ -337,3 +337,20 @@ def test_refit_trains_as_the_scored_trials_did_and_can_be_deferred(data):
     assert first.get_params()["lr"] == study.trials[0].params["lr"]
     with pytest.raises(RuntimeError, match="no trial completed"):
         refit_best(est, study, task.X_train, task.y_train, trials=[])
+
+
+def test_described_estimators_have_default_spaces_and_tune_by_task(fam, fam_base):
+    from qlsk import ConditionedLoraRegressor, SharedMemoryRegressor
+
+    shared = SharedMemoryRegressor(base=fam_base, max_epochs=1, random_state=0)
+    assert set(default_search_space(shared)) == {"rank", "n_atoms", "top_k", "lr",
+                                                 "prior_strength", "channels"}
+    conditioned = ConditionedLoraRegressor(base=fam_base, text_encoder="lexical",
+                                           max_epochs=1, random_state=0)
+    assert set(default_search_space(conditioned)) == {"rank", "lr", "condition"}
+    groups = fam.X_train.description.factorize()[0]
+    study, best = tune(shared, fam.X_train, fam.y_train, n_trials=2, cv=2, groups=groups,
+                       random_state=0)
+    assert len(study.trials) == 2
+    assert best.channels == study.best_params["channels"]
+    assert best.predict(fam.X_heldout).shape == (len(fam.X_heldout),)

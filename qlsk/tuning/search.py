@@ -23,11 +23,13 @@ from sklearn.model_selection import GroupKFold, KFold, check_cv
 from sklearn.utils import _safe_indexing
 
 from ..estimators import (
+    ConditionedLoraRegressor,
     FineTuneRegressor,
     LoraRegressor,
     MLPRegressor,
     MultiFidelityGPRegressor,
     QueryableLoraRegressor,
+    SharedMemoryRegressor,
 )
 
 LR = FloatDistribution(1e-4, 1e-2, log=True)
@@ -58,6 +60,12 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
     default ``regularization="evidence"``: ``lr`` alone, since the evidence chooses
     the penalty's strength).
 
+    For described tasks (tune them with ``groups`` = the tasks, so every fold scores
+    tasks it did not train on): ``SharedMemoryRegressor``: ``rank``, ``n_atoms``,
+    ``top_k``, ``lr``, ``prior_strength`` and ``channels`` (the prior alone, with a
+    FiLM layer, or every channel); ``ConditionedLoraRegressor``: ``rank``, ``lr`` and
+    ``condition``.
+
     ``top_k`` (1 to 4) and ``n_atoms`` (4 to 32) are drawn independently, and
     ``n_atoms`` starts at the largest ``top_k``, so every combination is valid and
     every trial fits exactly the parameters it records. Drawing ``top_k`` from
@@ -66,6 +74,15 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
     """
     if isinstance(estimator, MultiFidelityGPRegressor):
         return {"kind": CategoricalDistribution(("ar1", "nargp", "auto"))}
+    if isinstance(estimator, SharedMemoryRegressor):
+        return {"rank": IntDistribution(2, 16, log=True),
+                "n_atoms": IntDistribution(TOP_K.high, 32, log=True), "top_k": TOP_K,
+                "lr": LR, "prior_strength": FloatDistribution(0.0, 4.0),
+                "channels": CategoricalDistribution(
+                    ("prior", "prior+shift+scale", "prior+query+shift+scale"))}
+    if isinstance(estimator, ConditionedLoraRegressor):
+        return {"rank": IntDistribution(1, 16, log=True), "lr": LR,
+                "condition": CategoricalDistribution(("shift", "film"))}
     if isinstance(estimator, QueryableLoraRegressor):
         space = {"rank": IntDistribution(2, 16, log=True),
                  "n_atoms": IntDistribution(TOP_K.high, 32, log=True),
