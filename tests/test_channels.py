@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import mlp
+from helpers import mlp, without_param
 
 import qlsk
 from qlsk import FewShotRegressor, SharedMemoryRegressor
@@ -175,26 +175,11 @@ def test_estimator_refuses_bad_channels_before_pretraining(fam):
             fam.X_train, fam.y_train)
 
 
-def _without_param(path, name, out):
-    """A copy of a saved model whose metadata lacks parameter ``name`` (an older file)."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    meta = json.loads(metadata["qlsk"])
-    del meta["params"][name]
-    save_file(tensors, str(out), metadata={**metadata, "qlsk": json.dumps(meta)})
-    return out
-
-
 def test_older_models_load_and_unpickle_as_the_prior_alone(fam, fam_base, tmp_path):
     old = SharedMemoryRegressor(base=fam_base, channels="prior", max_epochs=1,
                                 random_state=0).fit(fam.X_train, fam.y_train)
     qlsk.save(old, tmp_path / "m.qlsk")
-    loaded = qlsk.load(_without_param(tmp_path / "m.qlsk", "channels", tmp_path / "old.qlsk"))
+    loaded = qlsk.load(without_param(tmp_path / "m.qlsk", "channels", tmp_path / "old.qlsk"))
     assert loaded.channels == "prior"
     np.testing.assert_array_equal(loaded.predict(fam.X_heldout), old.predict(fam.X_heldout))
     pickled = pickle.loads(pickle.dumps(old))
