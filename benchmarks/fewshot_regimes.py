@@ -11,6 +11,8 @@ first ``n`` noisy rows adapt:
   shared model's weights, chosen by the linearised-Laplace evidence);
 - ``conditioning-fixed``: the description-as-input network from its multi-task fit,
   its map frozen (as in :mod:`benchmarks.described_tasks`);
+- ``conditioning-evidence``: the same with ``regularization="evidence"``, the
+  symmetric rival of ``memory-evidence``;
 - ``lora-evidence``: :class:`~qlsk.LoraRegressor` at its defaults on the ``n`` rows
   alone (no description): the single-task answer.
 
@@ -41,7 +43,8 @@ from .described_tasks import DEFAULTS, FULL, _few_common, _fit, training_members
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
-METHODS = ("memory-fixed", "memory-evidence", "conditioning-fixed", "lora-evidence")
+METHODS = ("memory-fixed", "memory-evidence", "conditioning-fixed", "conditioning-evidence",
+           "lora-evidence")
 SIZES = [10, 25, 50]
 
 
@@ -64,6 +67,9 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
                     random_state=few["random_state"]),
                 "conditioning-fixed": ConditionedLoraRegressor(
                     init=conditioned, freeze_condition=True, **few),
+                "conditioning-evidence": ConditionedLoraRegressor(
+                    init=conditioned, freeze_condition=True, regularization="evidence",
+                    max_steps=config["max_steps"], random_state=few["random_state"]),
                 "lora-evidence": LoraRegressor(base=base, max_steps=config["max_steps"],
                                                random_state=few["random_state"]),
             }
@@ -85,16 +91,20 @@ def summary(df: pd.DataFrame) -> str:
     wide = df.pivot_table(index=keys, columns="method", values="rmse_sd")
     lines = ["| comparison | n | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
     for a, b in (("memory-evidence", "memory-fixed"), ("memory-evidence", "conditioning-fixed"),
-                 ("memory-fixed", "conditioning-fixed"), ("memory-evidence", "lora-evidence"),
-                 ("conditioning-fixed", "lora-evidence")):
+                 ("memory-fixed", "conditioning-fixed"),
+                 ("conditioning-evidence", "conditioning-fixed"),
+                 ("memory-evidence", "conditioning-evidence"),
+                 ("memory-evidence", "lora-evidence"), ("conditioning-fixed", "lora-evidence"),
+                 ("conditioning-evidence", "lora-evidence")):
         if a not in wide or b not in wide:
             continue
         for n, part in wide.groupby(level="n"):
             lines.append(ratio_line(f"{a} / {b}", n, paired_summary(part[a] / part[b])))
     times = df.groupby("method").fit_s.median().round(1).to_dict()
-    strengths = df[df.method == "memory-evidence"].groupby("n").l2_strength.median().to_dict()
-    lines += ["", f"median fit seconds: {times}",
-              f"median strength chosen by the evidence, by n: {strengths}"]
+    lines += ["", f"median fit seconds: {times}"]
+    for method in ("memory-evidence", "conditioning-evidence"):
+        strengths = df[df.method == method].groupby("n").l2_strength.median().to_dict()
+        lines.append(f"median strength chosen by the evidence, {method}, by n: {strengths}")
     return "\n".join(lines)
 
 

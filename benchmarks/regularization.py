@@ -148,7 +148,14 @@ def table(df: pd.DataFrame) -> str:
                   f"{g.groupby('task').coverage.mean().max():.2f}", include_groups=False)
     out += ["#### 90% intervals on noisy test targets (width, CRPS in sd(target); NLL as "
             "if y / sd(target))", "", summary.to_markdown(), ""]
-    return "\n".join(out)
+    crps = scored.pivot_table(index=["task", "seed", "n_train"], columns="arm", values="crps")
+    out += ["#### CRPS ratios (paired per cell)", "",
+            "| comparison | n | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
+    for a in ADAPTERS:
+        for n in sorted(scored.n_train.unique()):
+            out.append(ratio_line(f"{a} / better of AR1, NARGP per cell", n,
+                                  _pairs(crps.xs(n, level="n_train"), a, PEERS)))
+    return "\n".join(out + [""])
 
 
 def main(argv=None) -> None:

@@ -58,13 +58,19 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         for n_train, task, base in sizes_on_one_base(config, task_name, seed):
             s = _seed(task_name, seed, n_train)
             key = {"task": task_name, "seed": seed, "n_train": n_train}
-            auto = TransferRegressor(base=base, random_state=s)  # strategy="stack"
-            auto_time, _ = _timed(auto, task)
-            rows.append({**key, "arm": "auto-stack", "chosen": auto.chosen_,
-                         "fit_time_s": auto_time,
-                         "rmse_sd": rmse_sd(task.y_test, auto.predict(task.X_test)),
-                         **{f"weight_{k}": v for k, v in auto.weights_.items()},
-                         **{f"cv_rmse_{k}": v["rmse"] for k, v in auto.cv_results_.items()}})
+            fits = {}  # "auto-stack": the default 5 folds; "auto-stack-cvK": K folds
+            for folds in (5, *config["extra_folds"]):
+                arm = "auto-stack" if folds == 5 else f"auto-stack-cv{folds}"
+                fits[arm] = TransferRegressor(base=base, cv=folds, random_state=s)
+                fit_time, _ = _timed(fits[arm], task)
+                rows.append({**key, "arm": arm, "chosen": fits[arm].chosen_,
+                             "fit_time_s": fit_time,
+                             "rmse_sd": rmse_sd(task.y_test, fits[arm].predict(task.X_test)),
+                             **{f"weight_{k}": v for k, v in fits[arm].weights_.items()},
+                             **{f"cv_rmse_{k}": v["rmse"]
+                                for k, v in fits[arm].cv_results_.items()}})
+                if folds == 5:
+                    auto, auto_time = fits[arm], fit_time
             preds = {}
             arms = {name: model.set_params(base=base, random_state=s)
                     for name, model in default_candidates().items()}
@@ -94,8 +100,9 @@ def table(df: pd.DataFrame) -> str:
     out = [f"{df.task.nunique()} tasks; RMSE ratios (geometric mean, bootstrap 95% CI, "
            "Wilcoxon p); below 1: the first is better.", "",
            "| comparison | n | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
-    for arm in ("auto-select", "auto-stack"):
-        for other in [*fixed, "best"]:
+    fewer = sorted(a for a in wide if a.startswith("auto-stack-cv"))
+    for arm in ("auto-select", "auto-stack", *fewer):
+        for other in [*fixed, "best", *(["auto-stack"] if arm in fewer else [])]:
             for n in sorted(df.n_train.unique()):
                 part = wide.xs(n, level="n_train")
                 ref = part[fixed].min(axis=1) if other == "best" else part[other]
@@ -119,8 +126,12 @@ def main(argv=None) -> None:
     add_split_argument(parser)
     parser.add_argument("--no-mfk", dest="mfk", action="store_false",
                         help="leave SMT's MFK out")
+    parser.add_argument("--extra-folds", nargs="+", type=int, default=[],
+                        help="also run auto with these numbers of folds (arms "
+                             "auto-stack-cvK), against its default 5")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
+    config["extra_folds"] = sorted(set(args.extra_folds) - {5})
     config["mfk"] = bool(args.mfk and smt_available())
     development_split(args, config)
     name = "transfer_auto-dev" if args.development else "transfer_auto"

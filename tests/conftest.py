@@ -3,12 +3,14 @@ and its pretrained base; one BLAS thread.
 
 Markers (registered in pyproject.toml) are set here from what a test uses, so that no
 test can forget one: ``postgres`` (the server fixture), ``dask`` (a Dask cluster, by the
-test's name), ``slow`` (the benchmark studies run end to end). ``pytest`` runs them all;
-``pytest -m "not slow"`` is the quick loop while editing.
+test's name), ``slow`` (every test under ``tests/benchmarks/``: the benchmark studies run
+end to end). ``pytest`` runs them all; ``pytest -m "not slow"`` is the quick loop while
+editing.
 """
 
 import glob
 import os
+import pathlib
 import pwd
 import shutil
 import socket
@@ -18,6 +20,8 @@ import tempfile
 import pytest
 from threadpoolctl import threadpool_limits
 
+BENCHMARK_TESTS = pathlib.Path(__file__).resolve().parent / "benchmarks"
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -25,7 +29,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.postgres)
         if "dask" in item.name:
             item.add_marker(pytest.mark.dask)
-        if item.path.name.startswith("test_benchmarks"):
+        if BENCHMARK_TESTS in item.path.resolve().parents:
             item.add_marker(pytest.mark.slow)
 
 

@@ -1,5 +1,5 @@
-"""Small builders shared by several test modules (imported as ``helpers``: pytest puts
-this folder on the path)."""
+"""Small builders shared by several test modules (imported as ``tests.helpers``: ``tests``
+is a package, and pytest puts the repository root on the path)."""
 
 import torch
 from torch import nn

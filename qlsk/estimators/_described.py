@@ -17,6 +17,7 @@ from ..adapters.prior_map import SharedMemoryModel, save_memory
 from ..text import embed
 from ._base import BaseNeuralRegressor
 from ._net import Net, _Batches
+from .regularized import RegularizedAdapter
 
 _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
                      "n_atoms_")
@@ -233,6 +234,38 @@ class _DescribedRegressor(BaseNeuralRegressor):
     def _stage_callbacks(self) -> list:
         """Hook: extra callbacks for this fit."""
         return []
+
+
+class _RegularizedDescribed(RegularizedAdapter, _DescribedRegressor):
+    """A described estimator that adapts under the ``regularization`` regimes (few-shot
+    from the memory, the description-as-input network): the two ``predict`` options."""
+
+    def predict(self, X, return_std=False, use_description=True):
+        """Predict targets for the rows of ``X``.
+
+        Parameters
+        ----------
+        X : pandas DataFrame
+            The input columns and the description column.
+        return_std : bool, default=False
+            Also return the standard deviation of a new observation at each row
+            (``regularization`` ``"evidence"`` or ``"cv"`` only).
+        use_description : bool, default=True
+            ``False``: every row as if its task had no description (not with
+            ``return_std``).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_std : ndarray, the same shape
+            Only with ``return_std=True``.
+        """
+        if use_description:
+            return RegularizedAdapter.predict(self, X, return_std=return_std)
+        if return_std:
+            raise ValueError("return_std=True needs the rows' descriptions: the posterior "
+                             "was fitted with them (use_description=True)")
+        return _DescribedRegressor.predict(self, X, use_description=False)
 
 
 class _MemoryViews:

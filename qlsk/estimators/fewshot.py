@@ -10,18 +10,18 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseNeuralRegressor
 from ._described import (
-    _DescribedRegressor,
     _MemoryViews,
+    _RegularizedDescribed,
     dump_described,
     restore_described,
 )
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
 from .registry import storable
-from .regularized import RegularizedAdapter, dump_posterior, restore_posterior
+from .regularized import POSTERIOR_KEY, RegularizedAdapter, dump_posterior, restore_posterior
 
 
-class FewShotRegressor(SharesFitted, _MemoryViews, RegularizedAdapter, _DescribedRegressor):
+class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
     """Adapt a fitted :class:`~qlsk.SharedMemoryRegressor` to new tasks from a few rows.
 
     Training starts from a copy of the shared model (base, LoRA factors, memory and
@@ -151,33 +151,6 @@ class FewShotRegressor(SharesFitted, _MemoryViews, RegularizedAdapter, _Describe
 
     _shared = ("shared",)
 
-    def predict(self, X, return_std=False, use_description=True):
-        """Predict targets for the rows of ``X``.
-
-        Parameters
-        ----------
-        X : pandas DataFrame
-            The input columns and the description column.
-        return_std : bool, default=False
-            Also return the standard deviation of a new observation at each row
-            (``regularization`` ``"evidence"`` or ``"cv"`` only).
-        use_description : bool, default=True
-            ``False``: every row as if its task had no description (not with
-            ``return_std``).
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        y_std : ndarray, the same shape
-            Only with ``return_std=True``.
-        """
-        if use_description:
-            return RegularizedAdapter.predict(self, X, return_std=return_std)
-        if return_std:
-            raise ValueError("return_std=True needs the rows' descriptions: the posterior "
-                             "was fitted with them (use_description=True)")
-        return _DescribedRegressor.predict(self, X, use_description=False)
-
     def _text_settings(self):
         return self.shared._text_settings()
 
@@ -209,9 +182,7 @@ def _dump(estimator: FewShotRegressor) -> tuple[dict, dict]:
     network's weights and, under the evidence, its posterior."""
     meta = dump_described(estimator)
     tensors = dict(estimator.net_.module_.state_dict())
-    meta["posterior"], factor = dump_posterior(estimator)
-    if factor is not None:
-        tensors["posterior/factor"] = factor
+    dump_posterior(estimator, meta, tensors)
     return meta, tensors
 
 
@@ -221,14 +192,14 @@ def _restore(estimator: FewShotRegressor, meta: dict, tensors: dict,
     module = copy.deepcopy(estimator.shared.module_).cpu().float()  # the same architecture
     if estimator.freeze_memory:
         module.model.freeze_memory()
-    weights = {k: v for k, v in tensors.items() if not k.startswith("posterior/")}
+    weights = {k: v for k, v in tensors.items() if k != POSTERIOR_KEY}
     try:
         module.load_state_dict(weights)
     except RuntimeError as exc:
         raise ValueError(f"the saved weights do not fit the shared model: {exc}") from None
     estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
     estimator.net_.initialize()
-    restore_posterior(estimator, meta["posterior"], tensors.get("posterior/factor"))
+    restore_posterior(estimator, meta, tensors)
 
 
 storable(FewShotRegressor, dump=_dump, restore=_restore, key="fewshot", nested=("shared",))

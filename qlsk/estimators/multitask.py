@@ -45,7 +45,7 @@ from .replay import PROBE_ROWS, keep_rows, with_replay
 # The adapter options documented as QueryableLoraRegressor's (text_encoder and
 # prior_temperature, also options, are documented here for the prior map; the docstring's
 # entries for these options must read as parameter_docs renders them, which
-# tests/test_docstrings.py checks), and the defaults of this estimator that differ from
+# tests/estimators/test_docstrings.py checks), and the defaults of this estimator that differ from
 # QueryableLoraConfig's on purpose: a smaller memory and one routing decision per layer.
 _SHARED_OPTIONS = ("rank", "alpha", "n_atoms", "top_k", "block_size", "temperature",
                    "routing_noise", "prior_strength", "query", "freeze_atoms")

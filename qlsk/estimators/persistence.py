@@ -179,9 +179,7 @@ def _dump(estimator, prefix: str = "") -> tuple[dict, dict]:
     }
     tensors = {prefix + k: v.detach().cpu().contiguous()
                for k, v in whole.state_dict().items()}
-    meta["posterior"], factor = dump_posterior(estimator)
-    if factor is not None:
-        tensors[prefix + "posterior/factor"] = factor
+    dump_posterior(estimator, meta, tensors, prefix)
     if "base" in estimator.get_params(deep=False):
         # base=None pretrained its own base_: kept too, though a refit pretrains anew
         key = "base" if estimator.base is not None else "pretrained_base"
@@ -371,7 +369,7 @@ def _restore(meta: dict, tensors: dict, prefix: str, device: str):
     estimator._y_was_1d = meta["y_was_1d"]
     estimator.n_trainable_params_ = meta["n_trainable_params_"]
     estimator.history_ = meta["history_"]
-    restore_posterior(estimator, meta.get("posterior"), tensors.get(prefix + "posterior/factor"))
+    restore_posterior(estimator, meta, tensors, prefix)
     if meta.get("pretrained_base") is not None:
         estimator.base_ = _restore_base(meta["pretrained_base"], tensors, prefix + "base/",
                                         device)

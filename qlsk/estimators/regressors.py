@@ -21,7 +21,7 @@ from .regularized import RegularizedAdapter
 # The class docstrings here, in multitask.py and in fewshot.py are plain literals that
 # repeat shared entries (training settings, adapting, calibration, regularisation,
 # fitted attributes) and the adapter options as parameter_docs renders them from the
-# configs; tests/test_docstrings.py keeps the copies identical: edit them together.
+# configs; tests/estimators/test_docstrings.py keeps the copies identical: edit them together.
 
 
 @storable
@@ -509,7 +509,7 @@ class LoraRegressor(_AdaptingRegressor):
         self.dropout = dropout
         self.target_modules = target_modules
 
-    # One constraint per option of _config_class (tests/test_config.py checks they agree).
+    # One constraint per option of _config_class (tests/adapters/test_config.py checks they agree).
     _parameter_constraints = {
         **_AdaptingRegressor._parameter_constraints,
         "rank": [Interval(Integral, 1, None, closed="left")],

@@ -194,29 +194,39 @@ def _prior_scales(module, scale: torch.Tensor) -> dict:
 
 
 
-def dump_posterior(estimator) -> tuple[dict | None, torch.Tensor | None]:
-    """What :func:`qlsk.save` stores of the evidence's choice: JSON and the factor."""
+POSTERIOR_KEY = "posterior/factor"  # the factor's key among a file's tensors
+
+
+def dump_posterior(estimator, meta: dict, tensors: dict, prefix: str = "") -> None:
+    """Put what :func:`qlsk.save` stores of the evidence's choice into a file's parts:
+    ``meta["posterior"]`` (JSON, ``None`` under the fixed recipe) and the factor in
+    ``tensors`` under ``prefix``."""
     posterior = getattr(estimator, "posterior_", None)
+    meta["posterior"] = None
     if posterior is None:
-        return None, None
-    meta = {"regularization_path_": estimator.regularization_path_,
-            "l2_strength_": float(estimator.l2_strength_),
-            "noise_std_": estimator.noise_std_.tolist(), "alpha": posterior.alpha,
-            "noise_var": posterior.noise_var, "row_form": posterior.row_form}
-    return meta, posterior.factor.detach().cpu().contiguous()
-
-
-def restore_posterior(estimator, meta: dict | None, factor: torch.Tensor | None) -> None:
-    """Set what :func:`dump_posterior` stored back on a loaded estimator."""
-    if meta is None:
         return
-    if factor is None or not isinstance(meta, dict):
+    meta["posterior"] = {
+        "regularization_path_": estimator.regularization_path_,
+        "l2_strength_": float(estimator.l2_strength_),
+        "noise_std_": estimator.noise_std_.tolist(), "alpha": posterior.alpha,
+        "noise_var": posterior.noise_var, "row_form": posterior.row_form}
+    tensors[prefix + POSTERIOR_KEY] = posterior.factor.detach().cpu().contiguous()
+
+
+def restore_posterior(estimator, meta: dict, tensors: dict, prefix: str = "") -> None:
+    """Set what :func:`dump_posterior` stored back on a loaded estimator (nothing for a
+    file without one: the fixed recipe, or a file from before the evidence)."""
+    saved, factor = meta.get("posterior"), tensors.get(prefix + POSTERIOR_KEY)
+    if saved is None:
+        return
+    if factor is None or not isinstance(saved, dict):
         raise ValueError("the saved posterior is incomplete")
     try:
-        estimator.posterior_ = LaplacePosterior(factor.float(), bool(meta["row_form"]),
-                                                float(meta["alpha"]), float(meta["noise_var"]))
-        estimator.regularization_path_ = list(meta["regularization_path_"])
-        estimator.l2_strength_ = float(meta["l2_strength_"])
-        estimator.noise_std_ = np.asarray(meta["noise_std_"], dtype=np.float64)
+        estimator.posterior_ = LaplacePosterior(factor.float(), bool(saved["row_form"]),
+                                                float(saved["alpha"]),
+                                                float(saved["noise_var"]))
+        estimator.regularization_path_ = list(saved["regularization_path_"])
+        estimator.l2_strength_ = float(saved["l2_strength_"])
+        estimator.noise_std_ = np.asarray(saved["noise_std_"], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"the saved posterior is invalid: {exc!r}") from None

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import mlp
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
@@ -29,6 +28,7 @@ from qlsk.adapters.config import QUERY_CHOICES, TEXT_ENCODERS, parameter_docs
 from qlsk.adapters.prior_map import _memory_config
 from qlsk.estimators.multitask import _SHARED_DEFAULTS, SharedMemoryRegressor
 from qlsk.text import embed
+from tests.helpers import mlp
 
 QUERYABLE_ESTIMATORS = (QueryableLoraRegressor, SharedMemoryRegressor)
 # The options SharedMemoryRegressor does not take: each row's description sets its

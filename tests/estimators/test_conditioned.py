@@ -4,13 +4,13 @@ scikit-learn's contract on DataFrames, save/load, and bad input."""
 import numpy as np
 import pytest
 import torch
-from helpers import without_param
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
 import qlsk
 from qlsk import ConditionedLoraRegressor
+from tests.helpers import without_param
 
 TINY = {"max_epochs": 8, "batch_size": 16, "text_encoder": "lexical", "random_state": 0}
 
@@ -174,3 +174,36 @@ def test_predicting_without_descriptions(fam, model):
     with torch.no_grad():
         alone = model.module_.adapted.eval()(inputs).numpy().ravel()
     np.testing.assert_allclose(blind, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_few_shot_under_the_evidence_gives_intervals_and_saves_its_posterior(fam, base,
+                                                                             model, tmp_path):
+    rows, y = fam.X_heldout.iloc[:12], fam.y_heldout[:12]
+    few = ConditionedLoraRegressor(init=model, freeze_condition=True,
+                                   regularization="evidence", max_steps=200,
+                                   random_state=0).fit(rows, y)
+    assert few.l2_strength_ in [p["strength"] for p in few.regularization_path_]
+    mean, std = few.predict(fam.X_heldout, return_std=True)
+    np.testing.assert_array_equal(mean, few.predict(fam.X_heldout))
+    assert mean.shape == std.shape == (len(fam.X_heldout),) and np.all(std > 0)
+    # the noise is a floor of the spread: a new observation is at least that uncertain
+    assert np.all(std >= few.noise_std_[0] - 1e-6)
+    # the map V stays frozen; the L2 prior pulls toward init's weights, not toward zero
+    np.testing.assert_array_equal(few.module_.condition.weight.detach(),
+                                  model.module_.condition.weight.detach())
+    assert not np.allclose(few.predict(fam.X_heldout, use_description=False),
+                           few.predict(fam.X_heldout))
+    with pytest.raises(ValueError, match="needs the rows' descriptions"):
+        few.predict(fam.X_heldout, return_std=True, use_description=False)
+    with pytest.raises(ValueError, match="regularization='fixed'"):
+        model.predict(fam.X_heldout, return_std=True)  # the default recipe has no posterior
+    # fitted from a base under the evidence, qlsk.save keeps the posterior exactly
+    fitted = ConditionedLoraRegressor(base=base, regularization="evidence", max_steps=100,
+                                      text_encoder="lexical", random_state=0)
+    fitted.fit(fam.X_train, fam.y_train)
+    qlsk.save(fitted, tmp_path / "evidence.qlsk")
+    loaded = qlsk.load(tmp_path / "evidence.qlsk")
+    for a, b in zip(loaded.predict(fam.X_heldout, return_std=True),
+                    fitted.predict(fam.X_heldout, return_std=True)):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.l2_strength_ == fitted.l2_strength_

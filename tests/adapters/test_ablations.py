@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from helpers import mlp
 from torch import nn
 
 from qlsk.adapters import (
@@ -16,6 +15,7 @@ from qlsk.adapters import (
     load_adapter_state_dict,
     routing_weights,
 )
+from tests.helpers import mlp
 
 ROUTER = {"memory.keys", "memory.query_proj.weight", "memory.block_embed",
           "memory.depth_queries"}

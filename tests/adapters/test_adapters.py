@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -29,6 +28,7 @@ from qlsk.adapters import (
     usage_entropy,
 )
 from qlsk.text import embed
+from tests.helpers import mlp
 
 
 class TinyAttention(nn.Module):

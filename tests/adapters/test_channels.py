@@ -6,13 +6,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import mlp, without_param
 
 import qlsk
 from qlsk import FewShotRegressor, SharedMemoryRegressor
 from qlsk.adapters import inject
 from qlsk.adapters.channels import CHANNELS, DescriptionChannels, parse_channels
 from qlsk.adapters.prior_map import PriorMap, SharedMemoryModel
+from tests.helpers import mlp, without_param
 
 EMBEDDING = 6
 
