@@ -96,7 +96,9 @@ class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         0.99× at 100); selection chose worse than always taking the GP at n = 50.
     cv : int or cross-validation splitter, default=5
         Folds of the scoring; an int gives shuffled ``KFold`` seeded by
-        ``random_state``.
+        ``random_state``. ``cv=3`` fits in 0.6x the time, at 1.05x the error at
+        n = 50 and the same error at n = 100 on the development tasks
+        (``docs/benchmarks.md``).
     random_state : int, RandomState or None, default=None
         Seeds the folds, and every candidate whose own ``random_state`` is ``None``
         (an int is passed on as it is, so a candidate fits exactly as it would alone
