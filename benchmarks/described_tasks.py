@@ -317,7 +317,7 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
                 memory, freeze_memory=True, regularization="fixed", **common))
                 for c in controls]
             fits.append(("conditioning-fewshot", "right", ConditionedLoraRegressor(
-                init=conditioned, freeze_condition=True, **common)))
+                init=conditioned, freeze_condition=True, regularization="fixed", **common)))
             for method, control, model in fits:
                 fit_s = _fit(model, X.assign(description=data.described(member, control)), y)
                 rmse = data.score(model.predict, member, data.described(member, control))

@@ -66,7 +66,7 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
                     memory, regularization="evidence", max_steps=config["max_steps"],
                     random_state=few["random_state"]),
                 "conditioning-fixed": ConditionedLoraRegressor(
-                    init=conditioned, freeze_condition=True, **few),
+                    init=conditioned, freeze_condition=True, regularization="fixed", **few),
                 "conditioning-evidence": ConditionedLoraRegressor(
                     init=conditioned, freeze_condition=True, regularization="evidence",
                     max_steps=config["max_steps"], random_state=few["random_state"]),

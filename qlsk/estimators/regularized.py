@@ -51,10 +51,15 @@ class RegularizedAdapter:
         "tol": [Interval(Real, 0, None, closed="left")],
     }
 
+    def _regime(self) -> str:
+        """The regime this fit trains under: ``regularization``, resolved where a
+        subclass offers ``"auto"``."""
+        return self.regularization
+
     def _learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 1e-3 if self.regularization == "fixed" else 3e-3
+        return 1e-3 if self._regime() == "fixed" else 3e-3
 
     def _strengths(self) -> list[float]:
         if self.l2_strengths is None:
@@ -67,27 +72,27 @@ class RegularizedAdapter:
 
     def _check_params(self):
         super()._check_params()
-        if self.regularization != "fixed":
+        if self._regime() != "fixed":
             self._strengths()
             if self.callbacks:
                 raise ValueError(
                     f"callbacks run only with regularization='fixed' (skorch's epochs); "
                     f"this {type(self).__name__} has regularization="
-                    f"{self.regularization!r}, whose full-batch path has none")
+                    f"{self._regime()!r}, whose full-batch path has none")
 
     def _validate_fit_data(self, X, y):
         # before any base is pretrained or calibrated on rows too few for the noise
         X, y = super()._validate_fit_data(X, y)
-        if self.regularization != "fixed" and len(X) < 2:
-            raise ValueError(f"regularization={self.regularization!r} needs at least 2 "
+        if self._regime() != "fixed" and len(X) < 2:
+            raise ValueError(f"regularization={self._regime()!r} needs at least 2 "
                              f"samples to estimate the noise, got {len(X)} sample(s)")
-        if self.regularization == "cv" and len(X) < 5:
+        if self._regime() == "cv" and len(X) < 5:
             raise ValueError(f"regularization='cv' needs at least 5 samples for 5 folds, "
                              f"got {len(X)} sample(s)")
         return X, y
 
     def _train(self, net, X, y, seed):
-        if self.regularization == "fixed":
+        if self._regime() == "fixed":
             return super()._train(net, X, y, seed)
         net.initialize()
         guard = StopOnDivergence()  # the fixed recipe's check of the start, and its advice
@@ -98,7 +103,7 @@ class RegularizedAdapter:
         yt = torch.as_tensor(y, device=device)
         scale = net.criterion_.scale.to(device)
         folds = ()
-        if self.regularization == "cv":
+        if self._regime() == "cv":
             folds = list(KFold(5, shuffle=True, random_state=seed).split(X))
         generator = torch.Generator().manual_seed(seed)
         bar = None
@@ -106,7 +111,7 @@ class RegularizedAdapter:
             from tqdm.auto import tqdm
 
             strengths = self._strengths()
-            bar = tqdm(total=len(strengths), desc=f"{type(self).__name__} ({self.regularization})",
+            bar = tqdm(total=len(strengths), desc=f"{type(self).__name__} ({self._regime()})",
                        unit="strength", leave=False)
             if len(X) > MAX_ROWS:
                 print(f"{type(self).__name__}: {len(X)} rows > {MAX_ROWS}: the evidence's "
@@ -123,7 +128,7 @@ class RegularizedAdapter:
         try:
             path, chosen, posterior = regularisation_path(
                 module, Xt, yt, scale, self._strengths(), prior_scales=_prior_scales(module, scale),
-                select=self.regularization, cv_folds=folds, max_rows=MAX_ROWS, generator=generator,
+                select=self._regime(), cv_folds=folds, max_rows=MAX_ROWS, generator=generator,
                 progress=progress, lr=self._learning_rate(), max_steps=self.max_steps, tol=self.tol,
                 extra_penalty=getattr(module, "penalty", None))
         except FloatingPointError as exc:
@@ -168,7 +173,7 @@ class RegularizedAdapter:
         if getattr(self, "net_", None) is not None and posterior is None:
             raise ValueError("return_std=True needs the posterior of regularization="
                              "'evidence' or 'cv'; this model was fitted with "
-                             f"regularization={self.regularization!r}")
+                             f"regularization={self._regime()!r}")
         X = self._validate_predict_data(X)
         mean = self.net_.predict(X).astype(np.float64)
         module = self.net_.module_

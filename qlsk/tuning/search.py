@@ -384,7 +384,8 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
         raise ValueError(f"a pruner reads per-epoch validation losses, which a "
                          f"{type(estimator).__name__} does not train with; tune it without "
                          "a pruner")
-    if pruner is not None and getattr(estimator, "regularization", "fixed") != "fixed":
+    regime = estimator._regime() if hasattr(estimator, "_regime") else "fixed"
+    if pruner is not None and regime != "fixed":
         raise ValueError("a pruner reads per-epoch validation losses, which only "
                          "regularization='fixed' produces; set it on the estimator or tune "
                          f"without a pruner (it has regularization={estimator.regularization!r})")

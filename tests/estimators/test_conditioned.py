@@ -176,11 +176,12 @@ def test_predicting_without_descriptions(fam, model):
     np.testing.assert_allclose(blind, alone, rtol=1e-5, atol=1e-6)
 
 
-def test_few_shot_under_the_evidence_gives_intervals_and_saves_its_posterior(fam, base,
+def test_few_shot_from_init_takes_the_evidence_gives_intervals_and_saves_it(fam, base,
                                                                              model, tmp_path):
     rows, y = fam.X_heldout.iloc[:12], fam.y_heldout[:12]
-    few = ConditionedLoraRegressor(init=model, freeze_condition=True,
-                                   regularization="evidence", max_steps=200,
+    # regularization="auto" (the default): the evidence from init, the fixed recipe from
+    # a base (as `model` was fitted)
+    few = ConditionedLoraRegressor(init=model, freeze_condition=True, max_steps=200,
                                    random_state=0).fit(rows, y)
     assert few.l2_strength_ in [p["strength"] for p in few.regularization_path_]
     mean, std = few.predict(fam.X_heldout, return_std=True)
