@@ -130,7 +130,8 @@ def main(argv=None) -> None:
     families = args.families or list(DEVELOPMENT_FAMILIES if args.development
                                      else REPORT_FAMILIES)
     config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
-              "encoders": args.encoders, "sizes": args.sizes, "max_steps": args.max_steps}
+              "encoders": args.encoders, "sizes": args.sizes, "max_steps": args.max_steps,
+              "methods": list(METHODS)}  # a folder of other methods is not resumed
     if args.max_epochs:
         config["max_epochs"] = args.max_epochs
     output = args.output or os.path.join(

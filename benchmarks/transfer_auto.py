@@ -59,7 +59,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             s = _seed(task_name, seed, n_train)
             key = {"task": task_name, "seed": seed, "n_train": n_train}
             fits = {}  # "auto-stack": the default 5 folds; "auto-stack-cvK": K folds
-            for folds in (5, *config["extra_folds"]):
+            for folds in (5, *config.get("extra_folds", ())):
                 arm = "auto-stack" if folds == 5 else f"auto-stack-cv{folds}"
                 fits[arm] = TransferRegressor(base=base, cv=folds, random_state=s)
                 fit_time, _ = _timed(fits[arm], task)
@@ -131,7 +131,11 @@ def main(argv=None) -> None:
                              "auto-stack-cvK), against its default 5")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
-    config["extra_folds"] = sorted(set(args.extra_folds) - {5})
+    if any(k < 2 for k in args.extra_folds):
+        parser.error(f"--extra-folds needs numbers of folds of at least 2, got "
+                     f"{args.extra_folds}")
+    if set(args.extra_folds) - {5}:  # a run without them keeps its earlier configuration
+        config["extra_folds"] = sorted(set(args.extra_folds) - {5})
     config["mfk"] = bool(args.mfk and smt_available())
     development_split(args, config)
     name = "transfer_auto-dev" if args.development else "transfer_auto"

@@ -246,13 +246,15 @@ class _RegularizedDescribed(RegularizedAdapter, _DescribedRegressor):
         Parameters
         ----------
         X : pandas DataFrame
-            The input columns and the description column.
+            The input columns and the description column (which may be absent with
+            ``use_description=False``).
         return_std : bool, default=False
             Also return the standard deviation of a new observation at each row
-            (``regularization`` ``"evidence"`` or ``"cv"`` only).
+            (fitted under the evidence or cross-validation only).
         use_description : bool, default=True
-            ``False``: every row as if its task had no description (not with
-            ``return_std``).
+            ``False``: predict every row as if its task had no description (a zero
+            embedding): what the model learned for all tasks at once. Not with
+            ``return_std``.
 
         Returns
         -------

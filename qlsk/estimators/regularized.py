@@ -56,6 +56,13 @@ class RegularizedAdapter:
         subclass offers ``"auto"``."""
         return self.regularization
 
+    def _regime_label(self) -> str:
+        """``regularization`` for messages, with what it resolved to where that differs."""
+        regime = self._regime()
+        if regime == self.regularization:
+            return repr(regime)
+        return f"{self.regularization!r} (here {regime!r})"
+
     def _learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
@@ -78,13 +85,13 @@ class RegularizedAdapter:
                 raise ValueError(
                     f"callbacks run only with regularization='fixed' (skorch's epochs); "
                     f"this {type(self).__name__} has regularization="
-                    f"{self._regime()!r}, whose full-batch path has none")
+                    f"{self._regime_label()}, whose full-batch path has none")
 
     def _validate_fit_data(self, X, y):
         # before any base is pretrained or calibrated on rows too few for the noise
         X, y = super()._validate_fit_data(X, y)
         if self._regime() != "fixed" and len(X) < 2:
-            raise ValueError(f"regularization={self._regime()!r} needs at least 2 "
+            raise ValueError(f"regularization={self._regime_label()} needs at least 2 "
                              f"samples to estimate the noise, got {len(X)} sample(s)")
         if self._regime() == "cv" and len(X) < 5:
             raise ValueError(f"regularization='cv' needs at least 5 samples for 5 folds, "
@@ -173,7 +180,7 @@ class RegularizedAdapter:
         if getattr(self, "net_", None) is not None and posterior is None:
             raise ValueError("return_std=True needs the posterior of regularization="
                              "'evidence' or 'cv'; this model was fitted with "
-                             f"regularization={self._regime()!r}")
+                             f"regularization={self._regime_label()}")
         X = self._validate_predict_data(X)
         mean = self.net_.predict(X).astype(np.float64)
         module = self.net_.module_

@@ -384,11 +384,12 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
         raise ValueError(f"a pruner reads per-epoch validation losses, which a "
                          f"{type(estimator).__name__} does not train with; tune it without "
                          "a pruner")
-    regime = estimator._regime() if hasattr(estimator, "_regime") else "fixed"
-    if pruner is not None and regime != "fixed":
+    regularized = hasattr(estimator, "_regime")  # the RegularizedAdapter estimators
+    if pruner is not None and regularized and estimator._regime() != "fixed":
         raise ValueError("a pruner reads per-epoch validation losses, which only "
                          "regularization='fixed' produces; set it on the estimator or tune "
-                         f"without a pruner (it has regularization={estimator.regularization!r})")
+                         "without a pruner (it has regularization="
+                         f"{estimator._regime_label()})")
     storage = make_storage(storage, heartbeat_interval, grace_period)
     check_study(estimator, storage, study_name)
     if pruner is not None:

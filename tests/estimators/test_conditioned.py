@@ -70,7 +70,7 @@ def test_film_trains_its_scale_saves_loads_and_freezes(fam, base, tmp_path):
     qlsk.save(film, tmp_path / "film.qlsk")
     np.testing.assert_array_equal(qlsk.load(tmp_path / "film.qlsk").predict(fam.X_heldout),
                                   pred)
-    few = ConditionedLoraRegressor(init=film, freeze_condition=True, max_epochs=2,
+    few = ConditionedLoraRegressor(init=film, freeze_condition=True, max_steps=50,
                                    random_state=0).fit(fam.X_heldout[:8], fam.y_heldout[:8])
     np.testing.assert_array_equal(few.module_.condition_scale.weight.detach(),
                                   film.module_.condition_scale.weight.detach())
@@ -91,7 +91,9 @@ def test_same_seed_same_predictions_and_few_shot_from_a_fitted_model(fam, base, 
     np.testing.assert_array_equal(again.predict(fam.X_heldout), model.predict(fam.X_heldout))
     rows = fam.X_heldout.iloc[:8]
     few = ConditionedLoraRegressor(init=model, freeze_condition=True, max_epochs=3,
-                                   random_state=0).fit(rows, fam.y_heldout[:8])
+                                   regularization="fixed", random_state=0).fit(
+        rows, fam.y_heldout[:8])  # the fixed recipe from init: max_epochs of AdamW
+    assert len(few.history_) == 3 and not hasattr(few, "posterior_")
     np.testing.assert_array_equal(few.module_.condition.weight.detach(),
                                   model.module_.condition.weight.detach())
     assert few.n_trainable_params_ < model.n_trainable_params_
@@ -130,7 +132,7 @@ def test_save_and_load_give_the_same_predictions(fam, model, tmp_path):
     assert loaded.descriptions_ == model.descriptions_ and loaded.text_encoder == "lexical"
     with pytest.raises(FileExistsError):
         qlsk.save(model, path)
-    few = ConditionedLoraRegressor(init=model, max_epochs=1, random_state=0).fit(
+    few = ConditionedLoraRegressor(init=model, max_steps=50, random_state=0).fit(
         fam.X_heldout.iloc[:8], fam.y_heldout[:8])
     with pytest.raises(TypeError, match="init"):
         qlsk.save(few, tmp_path / "few.qlsk")
@@ -196,8 +198,14 @@ def test_few_shot_from_init_takes_the_evidence_gives_intervals_and_saves_it(fam,
                            few.predict(fam.X_heldout))
     with pytest.raises(ValueError, match="needs the rows' descriptions"):
         few.predict(fam.X_heldout, return_std=True, use_description=False)
-    with pytest.raises(ValueError, match="regularization='fixed'"):
-        model.predict(fam.X_heldout, return_std=True)  # the default recipe has no posterior
+    with pytest.raises(ValueError, match=r"regularization='auto' \(here 'fixed'\)"):
+        model.predict(fam.X_heldout, return_std=True)  # the multi-task recipe: no posterior
+    with pytest.raises(ValueError, match=r"'auto' \(here 'evidence'\) needs at least 2"):
+        ConditionedLoraRegressor(init=model).fit(rows.iloc[:1], y[:1])
+    # a model pickled before the parameter existed trained with the fixed recipe
+    old = clone(model)
+    del old.__dict__["regularization"]
+    assert old.get_params()["regularization"] == "fixed" and old._regime() == "fixed"
     # fitted from a base under the evidence, qlsk.save keeps the posterior exactly
     fitted = ConditionedLoraRegressor(base=base, regularization="evidence", max_steps=100,
                                       text_encoder="lexical", random_state=0)
