@@ -67,7 +67,9 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     task = load_task(task_name, n_source=config["n_source"], n_train=config["n_train"],
                      n_test=config["n_test"], noise=config["noise"], random_state=seed)
     base = pretrain_base(config, task, task_name, seed)
-    common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
+    fixed = config["regularization"] == "fixed"  # else: the full-batch path's own lr
+    common = {"base": base, "max_epochs": config["max_epochs"],
+              "lr": config["lr"] if fixed else None,
               "batch_size": config["batch_size"], "regularization": config["regularization"],
               "output_calibration": config["output_calibration"],
               "random_state": _seed(task_name, seed, config["n_train"])}
@@ -177,7 +179,7 @@ def front_table(summary: pd.DataFrame, axis: str) -> str:
 def make_config(args) -> dict:
     config = {**COMMON, **(QUICK if args.quick else FULL)}
     for key in ("tasks", "seeds", "ranks", "atoms", "top_k", "lora_ranks", "n_train",
-                "n_source", "n_test", "base_epochs", "max_epochs"):
+                "n_source", "n_test", "base_epochs", "max_epochs", "regularization"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     resolve_tasks(config)
@@ -206,6 +208,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--regularization", choices=["evidence", "cv", "fixed"], default=None,
+                        help="the adapters' regime (default: fixed, the sweep as reported)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = make_config(args)
@@ -221,7 +225,8 @@ def main(argv=None) -> None:
     text = ["# Pareto sweep", "",
             f"Tasks {config['tasks']}, seeds {config['seeds']}, n = {config['n_train']}; "
             f"QL r {config['ranks']}, M {config['atoms']}, k {config['top_k']}; LoRA r "
-            f"{config['lora_ranks']}. Error: geometric mean over tasks and seeds.", "",
+            f"{config['lora_ranks']}; regularization {config['regularization']!r}. Error: "
+            "geometric mean over tasks and seeds.", "",
             "## Front: error against latency", "", front_table(summary, "latency_us_per_row"),
             "", "## Front: error against trainable parameters", "",
             front_table(summary, "n_trainable_params"), ""]
