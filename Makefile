@@ -17,4 +17,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(PY) -m pytest -q -n auto  # pytest-xdist: one worker per core
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto  # one pytest-xdist worker per core, one thread each

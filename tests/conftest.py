@@ -23,15 +23,6 @@ from threadpoolctl import threadpool_limits
 BENCHMARK_TESTS = pathlib.Path(__file__).resolve().parent / "benchmarks"
 
 
-def pytest_configure(config):
-    """Under pytest-xdist (``make test`` runs one worker per core), one torch thread per
-    worker: the workers already fill the cores."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
-        torch.set_num_threads(1)
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if "postgres_url" in getattr(item, "fixturenames", ()):
