@@ -766,24 +766,44 @@ def write_report(records: list[dict], config: dict, output: str) -> str:
 # ---- running ------------------------------------------------------------------------
 
 
+def add_family_arguments(parser, seeds=None, encoders=None) -> None:
+    """The options every study over described task families shares: which families
+    (the report split, the development split, or named ones), seeds and encoders."""
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="default: the report families (qlsk.simlib.REPORT_FAMILIES), "
+                             "or the development ones with --development")
+    parser.add_argument("--development", action="store_true",
+                        help="the development families, where designs and defaults are "
+                             "chosen (qlsk.simlib.DEVELOPMENT_FAMILIES)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    parser.add_argument("--encoders", nargs="+", default=encoders,
+                        choices=["semantic", "lexical"])
+
+
+def chosen_families(args, default=None) -> list[str]:
+    """``--families``, else ``default``, else the protocol's split (choose on the
+    development families, report on the others); unknown names are refused."""
+    if args.development and args.families is not None:
+        raise SystemExit("give --families or --development, not both")
+    families = args.families or default or list(
+        DEVELOPMENT_FAMILIES if args.development else REPORT_FAMILIES)
+    known = list(list_families()["name"])
+    unknown = sorted(set(families) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown families {unknown}; choose from {known}")
+    return list(families)
+
+
 def make_config(args) -> dict:
     config = {**DEFAULTS, **(QUICK if args.quick else FULL)}
     if args.paraphrase_augmented:
         config["paraphrase_augmented"] = True
-    for key in ("families", "seeds", "encoders", "sizes", "base_epochs", "max_epochs",
+    for key in ("seeds", "encoders", "sizes", "base_epochs", "max_epochs",
                 "few_steps", "n_test", "n_per_member", "n_source", "n_stages"):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
-    known = list(list_families()["name"])
-    if args.development and args.families is not None:
-        raise SystemExit("give --families or --development, not both")
-    if config["families"] is None:  # the protocol's split: choose on one, report the other
-        config["families"] = list(DEVELOPMENT_FAMILIES if args.development
-                                  else REPORT_FAMILIES)
-    unknown = sorted(set(config["families"]) - set(known))
-    if unknown:
-        raise SystemExit(f"unknown families {unknown}; choose from {known}")
+    config["families"] = chosen_families(args, config["families"])
     if max(config["sizes"]) > config["n_per_member"]:
         raise SystemExit(f"sizes up to {max(config['sizes'])} need --n-per-member of at "
                          f"least that, not {config['n_per_member']}")
@@ -830,15 +850,7 @@ def main(argv=None) -> None:
     parser.add_argument("--output", default=None,
                         help="result folder (default benchmarks/results/multitask-<mode>-"
                              "<time>); an existing one resumes")
-    parser.add_argument("--families", nargs="+", default=None,
-                        help="default: the report families (qlsk.simlib.REPORT_FAMILIES), "
-                             "or the development ones with --development")
-    parser.add_argument("--development", action="store_true",
-                        help="the development families, where designs and defaults are "
-                             "chosen (qlsk.simlib.DEVELOPMENT_FAMILIES)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--encoders", nargs="+", default=None,
-                        choices=["semantic", "lexical"])
+    add_family_arguments(parser)
     parser.add_argument("--sizes", nargs="+", type=int, default=None)
     parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)

@@ -30,9 +30,16 @@ import numpy as np
 import pandas as pd
 
 from qlsk import ConditionedLoraRegressor, SharedMemoryRegressor
-from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES
 
-from .described_tasks import DEFAULTS, FULL, _Family, _fit, training_members
+from .described_tasks import (
+    DEFAULTS,
+    FULL,
+    _Family,
+    _fit,
+    add_family_arguments,
+    chosen_families,
+    training_members,
+)
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
@@ -152,13 +159,7 @@ def _cells(config: dict):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.description_channels",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--development", action="store_true",
-                        help="the development families (qlsk.simlib.DEVELOPMENT_FAMILIES), "
-                             "where designs are chosen; default: the report families")
-    parser.add_argument("--families", nargs="+", default=None)
-    parser.add_argument("--seeds", nargs="+", type=int, default=SETTINGS["seeds"])
-    parser.add_argument("--encoders", nargs="+", default=SETTINGS["encoders"],
-                        choices=["semantic", "lexical"])
+    add_family_arguments(parser, SETTINGS["seeds"], SETTINGS["encoders"])
     parser.add_argument("--variants", nargs="+", default=SETTINGS["variants"],
                         choices=list(VARIANTS))
     parser.add_argument("--references", nargs="+", default=SETTINGS["references"],
@@ -170,9 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--output", default=None,
                         help="result folder (an existing one resumes)")
     args = parser.parse_args(argv)
-    families = args.families or list(DEVELOPMENT_FAMILIES if args.development
-                                     else REPORT_FAMILIES)
-    config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
+    config = {**DEFAULTS, **FULL, "families": chosen_families(args), "seeds": args.seeds,
               "encoders": args.encoders, "variants": args.variants}
     if args.references != SETTINGS["references"]:  # older runs' configs have no key
         config["references"] = args.references

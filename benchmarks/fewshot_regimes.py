@@ -36,10 +36,17 @@ from qlsk import (
     LoraRegressor,
     SharedMemoryRegressor,
 )
-from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES
 
 from .cells import _seed
-from .described_tasks import DEFAULTS, FULL, _few_common, _fit, training_members
+from .described_tasks import (
+    DEFAULTS,
+    FULL,
+    _few_common,
+    _fit,
+    add_family_arguments,
+    chosen_families,
+    training_members,
+)
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
@@ -111,13 +118,7 @@ def summary(df: pd.DataFrame) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fewshot_regimes",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--development", action="store_true",
-                        help="the development families, where designs are chosen; default: "
-                             "the report families")
-    parser.add_argument("--families", nargs="+", default=None)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--encoders", nargs="+", default=["semantic"],
-                        choices=["semantic", "lexical"])
+    add_family_arguments(parser, seeds=[0], encoders=["semantic"])
     parser.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="epochs of the multi-task fits")
@@ -127,8 +128,7 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     parser.add_argument("--output", default=None, help="result folder (an existing one resumes)")
     args = parser.parse_args(argv)
-    families = args.families or list(DEVELOPMENT_FAMILIES if args.development
-                                     else REPORT_FAMILIES)
+    families = chosen_families(args)
     config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
               "encoders": args.encoders, "sizes": args.sizes, "max_steps": args.max_steps,
               "methods": list(METHODS)}  # a folder of other methods is not resumed

@@ -17,7 +17,7 @@ from ..adapters.prior_map import SharedMemoryModel, save_memory
 from ..text import embed
 from ._base import BaseNeuralRegressor
 from ._net import Net, _Batches
-from .regularized import RegularizedAdapter
+from .regularized import POSTERIOR_KEY, RegularizedAdapter, restore_posterior
 
 _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
                      "n_atoms_")
@@ -234,6 +234,20 @@ class _DescribedRegressor(BaseNeuralRegressor):
     def _stage_callbacks(self) -> list:
         """Hook: extra callbacks for this fit."""
         return []
+
+
+def restore_network(estimator, module: nn.Module, meta: dict, tensors: dict,
+                    scale: torch.Tensor, device: str, fitted_on: str) -> None:
+    """Load a saved described estimator's weights into ``module`` (a fresh one of the
+    same architecture), set its net, and its posterior where the file has one.
+    ``fitted_on`` names what the weights must fit, for the error."""
+    try:
+        module.load_state_dict({k: v for k, v in tensors.items() if k != POSTERIOR_KEY})
+    except RuntimeError as exc:
+        raise ValueError(f"the saved weights do not fit {fitted_on}: {exc}") from None
+    estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
+    estimator.net_.initialize()
+    restore_posterior(estimator, meta, tensors)  # none under the fixed recipe or in old files
 
 
 class _RegularizedDescribed(RegularizedAdapter, _DescribedRegressor):

@@ -14,15 +14,15 @@ from ..adapters import inject
 from ..adapters.conditioning import DescriptionInput
 from ..nn import _safe_std
 from ._base import BaseNeuralRegressor
-from ._described import _RegularizedDescribed, dump_described, restore_described
+from ._described import (
+    _RegularizedDescribed,
+    dump_described,
+    restore_described,
+    restore_network,
+)
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
 from .registry import storable
-from .regularized import (
-    POSTERIOR_KEY,
-    RegularizedAdapter,
-    dump_posterior,
-    restore_posterior,
-)
+from .regularized import RegularizedAdapter, dump_posterior
 
 
 class ConditionedLoraRegressor(SharesFitted, _RegularizedDescribed):
@@ -279,13 +279,7 @@ def _restore(estimator: ConditionedLoraRegressor, meta: dict, tensors: dict,
         estimator.set_params(condition="shift")
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten
         module = estimator._fresh_module(meta["n_outputs_"])
-    try:
-        module.load_state_dict({k: v for k, v in tensors.items() if k != POSTERIOR_KEY})
-    except RuntimeError as exc:
-        raise ValueError(f"the saved weights do not fit the base: {exc}") from None
-    estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
-    estimator.net_.initialize()
-    restore_posterior(estimator, meta, tensors)  # none in a file from before the evidence
+    restore_network(estimator, module, meta, tensors, scale, device, "the base")
 
 
 storable(ConditionedLoraRegressor, dump=_dump, restore=_restore, key="conditioned")

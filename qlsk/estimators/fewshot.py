@@ -14,11 +14,12 @@ from ._described import (
     _RegularizedDescribed,
     dump_described,
     restore_described,
+    restore_network,
 )
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
 from .registry import storable
-from .regularized import POSTERIOR_KEY, RegularizedAdapter, dump_posterior, restore_posterior
+from .regularized import RegularizedAdapter, dump_posterior
 
 
 class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
@@ -192,14 +193,7 @@ def _restore(estimator: FewShotRegressor, meta: dict, tensors: dict,
     module = copy.deepcopy(estimator.shared.module_).cpu().float()  # the same architecture
     if estimator.freeze_memory:
         module.model.freeze_memory()
-    weights = {k: v for k, v in tensors.items() if k != POSTERIOR_KEY}
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ValueError(f"the saved weights do not fit the shared model: {exc}") from None
-    estimator.net_ = estimator._make_net(module, scale, 2, 0, device)
-    estimator.net_.initialize()
-    restore_posterior(estimator, meta, tensors)
+    restore_network(estimator, module, meta, tensors, scale, device, "the shared model")
 
 
 storable(FewShotRegressor, dump=_dump, restore=_restore, key="fewshot", nested=("shared",))
