@@ -17,7 +17,7 @@ from ..adapters.prior_map import SharedMemoryModel, save_memory
 from ..text import embed
 from ._base import BaseNeuralRegressor
 from ._net import Net, _Batches
-from .regularized import POSTERIOR_KEY, RegularizedAdapter, restore_posterior
+from .regularized import POSTERIOR_KEY, RegularizedAdapter, dump_posterior, restore_posterior
 
 _DESCRIBED_FITTED = ("feature_columns_", "embedding_dim_", "descriptions_", "stages_",
                      "n_atoms_")
@@ -234,6 +234,16 @@ class _DescribedRegressor(BaseNeuralRegressor):
     def _stage_callbacks(self) -> list:
         """Hook: extra callbacks for this fit."""
         return []
+
+
+def dump_network(estimator) -> tuple[dict, dict]:
+    """A fitted described estimator's file parts: :func:`dump_described`'s JSON, the
+    module's weights and, under the evidence, its posterior (read by
+    :func:`restore_network`)."""
+    meta = dump_described(estimator)
+    tensors = dict(estimator.net_.module_.state_dict())
+    dump_posterior(estimator, meta, tensors)
+    return meta, tensors
 
 
 def restore_network(estimator, module: nn.Module, meta: dict, tensors: dict,

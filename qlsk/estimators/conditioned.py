@@ -16,13 +16,13 @@ from ..nn import _safe_std
 from ._base import BaseNeuralRegressor
 from ._described import (
     _RegularizedDescribed,
-    dump_described,
+    dump_network,
     restore_described,
     restore_network,
 )
 from .bases import SharesFitted, base_module, check_feature_names, check_fits
 from .registry import storable
-from .regularized import RegularizedAdapter, dump_posterior
+from .regularized import RegularizedAdapter
 
 
 class ConditionedLoraRegressor(SharesFitted, _RegularizedDescribed):
@@ -265,10 +265,7 @@ def _dump(estimator: ConditionedLoraRegressor) -> tuple[dict, dict]:
     if estimator.init is not None:
         raise TypeError("save() keeps a ConditionedLoraRegressor fitted from a base; one "
                         "fitted from init=... needs pickle")
-    meta = dump_described(estimator)
-    tensors = dict(estimator.net_.module_.state_dict())
-    dump_posterior(estimator, meta, tensors)
-    return meta, tensors
+    return dump_network(estimator)
 
 
 def _restore(estimator: ConditionedLoraRegressor, meta: dict, tensors: dict,

@@ -12,14 +12,14 @@ from ._base import BaseNeuralRegressor
 from ._described import (
     _MemoryViews,
     _RegularizedDescribed,
-    dump_described,
+    dump_network,
     restore_described,
     restore_network,
 )
 from .bases import SharesFitted
 from .multitask import SharedMemoryRegressor
 from .registry import storable
-from .regularized import RegularizedAdapter, dump_posterior
+from .regularized import RegularizedAdapter
 
 
 class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
@@ -181,10 +181,7 @@ def _dump(estimator: FewShotRegressor) -> tuple[dict, dict]:
     """What :func:`qlsk.save` keeps besides the parameters and the shared model (stored
     whole, as the ``shared`` parameter): the fitted columns and descriptions, the
     network's weights and, under the evidence, its posterior."""
-    meta = dump_described(estimator)
-    tensors = dict(estimator.net_.module_.state_dict())
-    dump_posterior(estimator, meta, tensors)
-    return meta, tensors
+    return dump_network(estimator)
 
 
 def _restore(estimator: FewShotRegressor, meta: dict, tensors: dict,
