@@ -52,6 +52,10 @@ VARIANTS = {
     "all": {"channels": "prior+query+shift+scale"},
     "shift": {"channels": "shift"},
     "prior, 16 atoms dense": {"channels": "prior", "n_atoms": 16, "top_k": 16},
+    # capacity against collapse: load balancing across tasks (qlsk.adapters.balance)
+    "prior, balanced": {"channels": "prior", "load_balance": 0.1},
+    "prior+film, balanced 0.01": {"channels": "prior+shift+scale", "load_balance": 0.01},
+    "prior+film, balanced": {"channels": "prior+shift+scale", "load_balance": 0.1},
     # controls without a memory: one atom fixed at I is plain LoRA (docs/method.md), so
     # these are LoRA with the description as a shift (the description-as-input network
     # again, through this estimator) and as a FiLM layer
@@ -63,7 +67,10 @@ VARIANTS = {
 # The description-as-input network (ConditionedLoraRegressor) as references: the first is
 # the one the memory is compared against by default.
 REFERENCES = {"conditioning": {"condition": "shift"},
-              "conditioning-film": {"condition": "film"}}
+              "conditioning-film": {"condition": "film"},
+              # the multi-task fit regularised by the evidence (its own lr: full batch)
+              "conditioning, evidence": {"condition": "shift", "regularization": "evidence",
+                                         "lr": None}}
 REFERENCE = "conditioning"
 CONTROLS = ("right", "shuffled", "paraphrased")
 SETTINGS = {"seeds": [0, 1, 2], "encoders": ["semantic"], "variants": list(VARIANTS),
@@ -86,7 +93,7 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
     """Every variant and the reference on one family, seed and encoder."""
     data, base, X, y, common = training_members(config, family, seed, encoder)
     size = {k: config[k] for k in ("n_atoms", "top_k", "block_size")}
-    models = {name: ConditionedLoraRegressor(**common, **REFERENCES[name])
+    models = {name: ConditionedLoraRegressor(**{**common, **REFERENCES[name]})
               for name in config.get("references", [REFERENCE])}
     models.update({name: SharedMemoryRegressor(**common, **{**size, **VARIANTS[name]})
                    for name in config["variants"]})

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..files import write_safetensors
+from .balance import RoutingBalance
 from .channels import DescriptionChannels
 from .inject import AdaptedModel
 from .queryable import PRIOR_SEED
@@ -102,6 +103,9 @@ class SharedMemoryModel(nn.Module):
         Where the description enters (:mod:`qlsk.adapters.channels`); ``None``: the
         prior alone, the method as published. Without the ``"prior"`` channel the
         prior map is kept (and frozen) but not used.
+    balance : RoutingBalance or None
+        A load-balancing term across tasks (:mod:`qlsk.adapters.balance`), added to
+        the training loss through :attr:`penalty`; ``None``: none.
 
     Attributes
     ----------
@@ -110,7 +114,8 @@ class SharedMemoryModel(nn.Module):
     """
 
     def __init__(self, adapted: AdaptedModel, prior_map: PriorMap,
-                 channels: DescriptionChannels | None = None):
+                 channels: DescriptionChannels | None = None,
+                 balance: RoutingBalance | None = None):
         super().__init__()
         if adapted.memory is None:
             raise TypeError("a shared memory needs method='queryable', not plain LoRA")
@@ -127,6 +132,9 @@ class SharedMemoryModel(nn.Module):
             if not channels.prior:
                 prior_map.requires_grad_(False)
             self.channels = channels
+        if balance is not None:
+            adapted.memory.keep_probs = True
+            self.balance = balance
         self.routing = None
 
     @property
@@ -142,6 +150,13 @@ class SharedMemoryModel(nn.Module):
 
     def _channels(self) -> DescriptionChannels | None:
         return getattr(self, "channels", None)  # absent: built before channels existed
+
+    @property
+    def penalty(self):
+        """The load-balancing term's :meth:`~qlsk.adapters.balance.RoutingBalance.penalty`
+        (a callable the training loss adds), or ``None`` without one."""
+        balance = self.__dict__["_modules"].get("balance")
+        return None if balance is None else balance.penalty
 
     def forward(self, X: torch.Tensor, embedding: torch.Tensor,
                 task: torch.Tensor) -> torch.Tensor:
@@ -183,7 +198,12 @@ class SharedMemoryModel(nn.Module):
             if channels is not None:
                 channels.set(self.memory, embedding if described else None)
             out = self.adapted(X)
+            balance = self.__dict__["_modules"].get("balance")
+            if balance is not None and self.training:
+                balance.observe(torch.stack(self.memory.probs))
         finally:
+            if self.memory.keep_probs:
+                self.memory.probs = []
             # The prior and the channels' tensors carry the graph of their maps: keep it
             # out of the module's state, which must stay copyable and picklable.
             self.memory.set_prior(None)

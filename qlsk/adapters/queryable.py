@@ -105,6 +105,10 @@ class AtomMemory(nn.Module):
     routing : list of torch.Tensor
         After a forward pass, each block's routing weights ``alpha`` (rows x M),
         detached.
+    keep_probs : bool
+        In training mode, also keep each block's dense routing distribution (the
+        softmax of all ``M`` logits, with its graph) in ``probs``, for a routing term of
+        the loss (:mod:`qlsk.adapters.balance`); off by default.
 
     query_scale : torch.Tensor of shape (d_k,) or None
         Set for one pass by a description channel (:mod:`qlsk.adapters.channels`):
@@ -118,6 +122,7 @@ class AtomMemory(nn.Module):
     """
 
     query_scale: torch.Tensor | None = None  # a class default: old pickles lack it
+    keep_probs = False
 
     def __init__(self, rank: int, n_atoms: int, n_blocks: int, top_k: int = 2,
                  temperature: float = 1.0, key_dim: int | None = None,
@@ -268,8 +273,13 @@ class AtomMemory(nn.Module):
             self._prepare_router()
         # pool over tokens for sequence inputs: (n, r)
         z = u if u.dim() == 2 else u.reshape(u.shape[0], -1, self.rank).mean(dim=1)
-        alpha = self.route(self._logits(z, block))
+        logits = self._logits(z, block)
+        alpha = self.route(logits)
         self.routing.append(alpha.detach())
+        if self.keep_probs and self.training:
+            if block == 0:
+                self.probs = []
+            self.probs.append((logits / self.temperature).softmax(dim=-1))
         # S = sum_m alpha_m (I + D_m) = I + alpha D, as sum(alpha) = 1: one addmm, (n, r*r)
         self._S = torch.addmm(self.eye.view(-1), alpha, self._deltas_flat)
 

@@ -64,6 +64,11 @@ class _Packed(nn.Module):
         d = self.n_features
         return self.model(Z[:, :d], Z[:, d:-1], Z[:, -1].long())
 
+    @property
+    def penalty(self):
+        """The model's extra training term (a callable), or ``None``."""
+        return getattr(self.model, "penalty", None)
+
 
 class _TaskBatches:
     """Shuffled training batches, each drawn from one task (the last column's id)."""

@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import inject
+from ..adapters.balance import RoutingBalance
 from ..adapters.channels import DescriptionChannels, parse_channels
 from ..adapters.config import QueryableLoraConfig
 from ..adapters.prior_map import (
@@ -111,6 +112,12 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         Weight ``lambda`` of the instruction prior; 0 ignores the description.
     prior_temperature : float, default=0.5
         ``tau_pi`` of the prior map.
+    load_balance : float, default=0.0
+        Weight of a load-balancing term across tasks in the training loss (the Switch
+        Transformer's, against a running mean of the atoms' usage; see
+        :mod:`qlsk.adapters.balance`): it moves each task's routing toward the atoms
+        the other tasks use least, against a memory that routes every task through
+        the same few atoms. ``0``: off (measured in ``docs/multitask.md``).
     query : {"state+depth", "state", "detached", "constant", "random"}, default="state+depth"
         Where the routing query comes from (ablations, ``docs/method.md``): the block's
         low-rank state plus the depth summary of earlier blocks (the method); the state
@@ -235,7 +242,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
                  prior_map="learned", channels="prior+shift+scale", rank=4, alpha=16.0,
                  n_atoms=8, top_k=2,
                  block_size=1, temperature=1.0, routing_noise=0.0, prior_strength=1.0,
-                 prior_temperature=0.5, query="state+depth", freeze_atoms=False, memory=None,
+                 prior_temperature=0.5, load_balance=0.0, query="state+depth",
+                 freeze_atoms=False, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
                  freeze_previous_atoms=False, replay_rows=0, hidden_layer_sizes=(64, 64, 64),
                  lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
@@ -259,6 +267,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.routing_noise = routing_noise
         self.prior_strength = prior_strength
         self.prior_temperature = prior_temperature
+        self.load_balance = load_balance
         self.query = query
         self.freeze_atoms = freeze_atoms
         self.memory = memory
@@ -272,6 +281,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     # What a model pickled before these parameters existed was built with.
     channels = "prior"
     replay_rows = 0
+    load_balance = 0.0
 
     _parameter_constraints = {
         **QueryableLoraRegressor._parameter_constraints,
@@ -279,6 +289,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         "prior_map": [StrOptions({"learned", "fixed"})],
         "channels": [str],
         "prior_temperature": [Interval(Real, 0, None, closed="neither")],
+        "load_balance": [Interval(Real, 0, None, closed="left")],
         "memory": [str, os.PathLike, None],
         "freeze_memory": ["boolean"],
         "warm_start": ["boolean"],
@@ -448,11 +459,14 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         """The adapted network with its prior map and description channels."""
         prior = PriorMap(embedding_dim, n_atoms, self.prior_temperature,
                          learned=self.prior_map == "learned")
-        if parse_channels(self.channels) == ("prior",):
-            return SharedMemoryModel(adapted, prior)  # the method as published
-        channels = DescriptionChannels(self.channels, embedding_dim, adapted.memory.key_dim,
-                                       adapted.adapted_layers[0].out_features)
-        return SharedMemoryModel(adapted, prior, channels)
+        memory = adapted.memory
+        balance = (RoutingBalance(self.load_balance, memory.n_blocks, n_atoms)
+                   if self.load_balance > 0 else None)
+        channels = None  # the prior alone: the method as published
+        if parse_channels(self.channels) != ("prior",):
+            channels = DescriptionChannels(self.channels, embedding_dim, memory.key_dim,
+                                           adapted.adapted_layers[0].out_features)
+        return SharedMemoryModel(adapted, prior, channels, balance)
 
     def _continue(self, previous):
         """The module of a warm-started stage: the last stage's, grown if asked."""

@@ -9,12 +9,13 @@ from benchmarks.description_channels import VARIANTS, main
 def test_tiny_run_scores_every_variant_and_resumes(tmp_path, capsys):
     output = tmp_path / "run"
     argv = ["--families", "mixed-2d", "--seeds", "0", "--encoders", "lexical",
-            "--variants", "prior", "prior+film", "LoRA + film (no memory)",
+            "--variants", "prior", "prior+film", "prior+film, balanced",
+            "LoRA + film (no memory)",
             "--references", "conditioning", "conditioning-film",
             "--max-epochs", "1", "--output", str(output)]
     main(argv)
     df = pd.read_csv(output / "results.csv")
-    assert set(df.method) == {"conditioning", "conditioning-film", "prior", "prior+film",
+    assert set(df.method) == {"conditioning", "conditioning-film", "prior", "prior+film", "prior+film, balanced",
                               "LoRA + film (no memory)"}
     held = df[df.split == "heldout"]
     assert set(held.control) == {"right", "shuffled", "paraphrased"}
@@ -23,6 +24,9 @@ def test_tiny_run_scores_every_variant_and_resumes(tmp_path, capsys):
     memory = df[df.method == "prior"]
     assert memory.atoms_used.between(1, 8).all() and memory.task_spread.between(0, 1).all()
     assert (df[df.method == "LoRA + film (no memory)"].atoms_used == 1).all()
+    # load balancing spreads the routing over at least as many atoms
+    balanced = df[df.method == "prior+film, balanced"]
+    assert balanced.atoms_used.iloc[0] >= df[df.method == "prior+film"].atoms_used.iloc[0]
     summary = (output / "summary.md").read_text()
     assert "| prior+film |" in summary and "held out: right / shuffled" in summary
     assert "method / conditioning-film (film)" in summary
