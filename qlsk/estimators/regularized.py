@@ -178,9 +178,13 @@ class RegularizedAdapter:
             return super().predict(X)
         posterior = getattr(self, "posterior_", None)
         if getattr(self, "net_", None) is not None and posterior is None:
-            raise ValueError("return_std=True needs the posterior of regularization="
-                             "'evidence' or 'cv'; this model was fitted with "
-                             f"regularization={self._regime_label()}")
+            message = ("return_std=True needs the posterior of regularization='evidence' "
+                       "or 'cv'; this model was fitted under the fixed recipe, which keeps "
+                       "none")
+            if self._regime() != "fixed":  # the parameters changed since the fit
+                message += (f" (its parameters now say regularization="
+                            f"{self._regime_label()}: fit it again to get one)")
+            raise ValueError(message)
         X = self._validate_predict_data(X)
         mean = self.net_.predict(X).astype(np.float64)
         module = self.net_.module_

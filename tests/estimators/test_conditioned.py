@@ -216,3 +216,16 @@ def test_few_shot_from_init_takes_the_evidence_gives_intervals_and_saves_it(fam,
                     fitted.predict(fam.X_heldout, return_std=True)):
         np.testing.assert_array_equal(a, b)
     assert loaded.l2_strength_ == fitted.l2_strength_
+
+
+def test_a_pruner_is_refused_where_auto_means_the_evidence(fam, model):
+    # adapting from `init`, "auto" trains under the evidence: no epochs to prune
+    from qlsk.tuning import tune
+
+    few = ConditionedLoraRegressor(init=model, max_steps=20, random_state=0)
+    rows, y = fam.X_heldout.iloc[:8], fam.y_heldout[:8]
+    with pytest.raises(ValueError, match=r"regularization='auto' \(here 'evidence'\)"):
+        tune(few, rows, y, n_trials=1, pruner="median")
+    with pytest.raises(ValueError, match=r"regularization='evidence'"):
+        tune(few.set_params(regularization="evidence"), rows, y, n_trials=1,
+             pruner="median")

@@ -108,7 +108,12 @@ def test_fixed_recipe_has_no_intervals(data):
     model = LoraRegressor(base=base, rank=2, regularization="fixed", max_epochs=3,
                           random_state=0).fit(X, y)
     assert not hasattr(model, "l2_strength_")
-    with pytest.raises(ValueError, match="regularization='fixed'"):
+    with pytest.raises(ValueError, match="fitted under the fixed recipe, which keeps none$"):
+        model.predict(X, return_std=True)
+    # parameters changed after the fit: the message says what the model was fitted under
+    model.set_params(regularization="evidence")
+    with pytest.raises(ValueError, match=r"fixed recipe.*now say regularization='evidence'"
+                                         r": fit it again"):
         model.predict(X, return_std=True)
 
 
