@@ -29,14 +29,7 @@ def gmean_rmse(model, fam, members, mapping=None, none=False):
         X = rows[[*fam.feature_names, "description"]]
         if mapping is not None:
             X = X.assign(description=mapping[m])
-        if none:
-            Z = torch.as_tensor(model._validate_predict_data(X))
-            d = len(model.feature_columns_)
-            Z[:, d:-1] = 0
-            with torch.no_grad():
-                p = model.module_.eval()(Z).numpy().ravel()
-        else:
-            p = model.predict(X)
+        p = model.predict(X, use_description=not none)
         sd = fam.members.set_index("member").target_std[m]
         errs.append(np.sqrt(np.mean((p - rows.y.to_numpy()) ** 2)) / sd)
     return float(np.exp(np.mean(np.log(errs))))
