@@ -52,6 +52,8 @@ VARIANTS = {
     "all": {"channels": "prior+query+shift+scale"},
     "shift": {"channels": "shift"},
     "prior, 16 atoms dense": {"channels": "prior", "n_atoms": 16, "top_k": 16},
+    # the default's channels with dense routing: can a new description blend atoms?
+    "prior+film, dense": {"channels": "prior+shift+scale", "top_k": 8},
     # capacity against collapse: load balancing across tasks (qlsk.adapters.balance)
     "prior, balanced": {"channels": "prior", "load_balance": 0.1},
     "prior+film, balanced 0.01": {"channels": "prior+shift+scale", "load_balance": 0.01},
