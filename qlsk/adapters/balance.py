@@ -70,16 +70,10 @@ class RoutingBalance(nn.Module):
         mean = torch.stack(self._batch).mean(dim=0)  # (n_blocks, M)
         self._batch = []
         n_atoms = mean.shape[-1]
-        if self.usage.shape != mean.shape:  # the memory grew atoms: restart even
-            self.usage = torch.full_like(mean.detach(), 1.0 / n_atoms)
         loss = self.strength * n_atoms * (self.usage.clone() * mean).sum(dim=-1).mean()
         with torch.no_grad():
             self.usage.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
         return loss
-
-    def clear(self) -> None:
-        """Forget the passes observed (those that were not trained on)."""
-        self._batch = []
 
     def __getstate__(self):  # copies and pickles never carry a pass's graph
         state = self.__dict__.copy()

@@ -132,9 +132,7 @@ class SharedMemoryModel(nn.Module):
             if not channels.prior:
                 prior_map.requires_grad_(False)
             self.channels = channels
-        if balance is not None:
-            adapted.memory.keep_probs = True
-            self.balance = balance
+        self.set_balance(balance)
         self.routing = None
 
     @property
@@ -151,11 +149,18 @@ class SharedMemoryModel(nn.Module):
     def _channels(self) -> DescriptionChannels | None:
         return getattr(self, "channels", None)  # absent: built before channels existed
 
+    def set_balance(self, balance: RoutingBalance | None) -> None:
+        """Add, replace or (``None``) remove the load-balancing term."""
+        self._modules.pop("balance", None)
+        if balance is not None:
+            self.balance = balance
+        self.memory.keep_probs = balance is not None
+
     @property
     def penalty(self):
         """The load-balancing term's :meth:`~qlsk.adapters.balance.RoutingBalance.penalty`
         (a callable the training loss adds), or ``None`` without one."""
-        balance = self.__dict__["_modules"].get("balance")
+        balance = self._modules.get("balance")
         return None if balance is None else balance.penalty
 
     def forward(self, X: torch.Tensor, embedding: torch.Tensor,
@@ -198,7 +203,7 @@ class SharedMemoryModel(nn.Module):
             if channels is not None:
                 channels.set(self.memory, embedding if described else None)
             out = self.adapted(X)
-            balance = self.__dict__["_modules"].get("balance")
+            balance = self._modules.get("balance")
             if balance is not None and self.training:
                 balance.observe(torch.stack(self.memory.probs))
         finally:

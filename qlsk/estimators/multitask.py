@@ -117,7 +117,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         Transformer's, against a running mean of the atoms' usage; see
         :mod:`qlsk.adapters.balance`): it moves each task's routing toward the atoms
         the other tasks use least, against a memory that routes every task through
-        the same few atoms. ``0``: off (measured in ``docs/multitask.md``).
+        the same few atoms. ``0``: off (measured in ``docs/multitask.md``). A warm
+        stage takes the value set when it starts, and its running usage starts even.
     query : {"state+depth", "state", "detached", "constant", "random"}, default="state+depth"
         Where the routing query comes from (ablations, ``docs/method.md``): the block's
         low-rank state plus the depth summary of earlier blocks (the method); the state
@@ -459,14 +460,18 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         """The adapted network with its prior map and description channels."""
         prior = PriorMap(embedding_dim, n_atoms, self.prior_temperature,
                          learned=self.prior_map == "learned")
-        memory = adapted.memory
-        balance = (RoutingBalance(self.load_balance, memory.n_blocks, n_atoms)
-                   if self.load_balance > 0 else None)
         channels = None  # the prior alone: the method as published
         if parse_channels(self.channels) != ("prior",):
-            channels = DescriptionChannels(self.channels, embedding_dim, memory.key_dim,
+            channels = DescriptionChannels(self.channels, embedding_dim,
+                                           adapted.memory.key_dim,
                                            adapted.adapted_layers[0].out_features)
-        return SharedMemoryModel(adapted, prior, channels, balance)
+        return SharedMemoryModel(adapted, prior, channels, self._balance(adapted.memory))
+
+    def _balance(self, memory) -> RoutingBalance | None:
+        """The load-balancing term of ``load_balance`` for ``memory``, or ``None``."""
+        if not self.load_balance > 0:
+            return None
+        return RoutingBalance(self.load_balance, memory.n_blocks, memory.n_atoms)
 
     def _continue(self, previous):
         """The module of a warm-started stage: the last stage's, grown if asked."""
@@ -477,6 +482,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.base_ = previous["base_"]
         module = copy.deepcopy(previous["module"])
         grow_memory(module.model, self.grow_atoms)
+        module.model.set_balance(self._balance(module.model.memory))  # this stage's
         if self.freeze_memory:
             module.model.freeze_memory(channels=False)
         return module, previous["scale"].clone()

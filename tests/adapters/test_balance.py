@@ -118,3 +118,17 @@ def test_load_balance_is_validated_saved_and_loaded(fam, base, tmp_path):
     assert loaded.net_.module_.model.balance.strength == 0.1
     np.testing.assert_allclose(loaded.predict(fam.X_heldout), model.predict(fam.X_heldout),
                                rtol=1e-6)
+
+
+def test_each_warm_stage_takes_its_own_load_balance(fam, base):
+    first = SharedMemoryRegressor(base=base, max_epochs=2, random_state=0, warm_start=True,
+                                  load_balance=0.1, grow_atoms=2)
+    first.fit(fam.X_train, fam.y_train)
+    model = first.net_.module_.model
+    assert model.balance.usage.shape == (model.memory.n_blocks, 8)
+    first.set_params(load_balance=0.5).fit(fam.X_train, fam.y_train)  # grows to 10 atoms
+    model = first.net_.module_.model
+    assert model.balance.strength == 0.5 and model.balance.usage.shape[1] == 10
+    first.set_params(load_balance=0.0, grow_atoms=0).fit(fam.X_train, fam.y_train)
+    model = first.net_.module_.model
+    assert model.penalty is None and not model.memory.keep_probs
