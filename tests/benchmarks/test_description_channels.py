@@ -15,8 +15,8 @@ def test_tiny_run_scores_every_variant_and_resumes(tmp_path, capsys):
             "--max-epochs", "1", "--output", str(output)]
     main(argv)
     df = pd.read_csv(output / "results.csv")
-    assert set(df.method) == {"conditioning", "conditioning-film", "prior", "prior+film", "prior+film, balanced",
-                              "LoRA + film (no memory)"}
+    assert set(df.method) == {"conditioning", "conditioning-film", "prior", "prior+film",
+                              "prior+film, balanced", "LoRA + film (no memory)"}
     held = df[df.split == "heldout"]
     assert set(held.control) == {"right", "shuffled", "paraphrased"}
     assert set(df[df.split == "train"].control) == {"right"}
