@@ -58,6 +58,9 @@ VARIANTS = {
     "prior, balanced": {"channels": "prior", "load_balance": 0.1},
     "prior+film, balanced 0.01": {"channels": "prior+shift+scale", "load_balance": 0.01},
     "prior+film, balanced": {"channels": "prior+shift+scale", "load_balance": 0.1},
+    # a prior map that composes? the shared adapter learns the common part alone
+    "prior+film, dropout 0.2": {"channels": "prior+shift+scale", "description_dropout": 0.2},
+    "prior+film, dropout 0.5": {"channels": "prior+shift+scale", "description_dropout": 0.5},
     # controls without a memory: one atom fixed at I is plain LoRA (docs/method.md), so
     # these are LoRA with the description as a shift (the description-as-input network
     # again, through this estimator) and as a FiLM layer

@@ -106,6 +106,11 @@ class SharedMemoryModel(nn.Module):
     balance : RoutingBalance or None
         A load-balancing term across tasks (:mod:`qlsk.adapters.balance`), added to
         the training loss through :attr:`penalty`; ``None``: none.
+    description_dropout : float
+        In training mode, the probability that a task's pass runs without its
+        description (as a row of zeros would: no prior, every channel unchanged), so
+        that the shared adapter alone learns what the tasks share and the description
+        what sets a task apart. Draws come from torch's global generator.
 
     Attributes
     ----------
@@ -113,9 +118,11 @@ class SharedMemoryModel(nn.Module):
         After a forward pass, every row's routing weights, detached.
     """
 
+    description_dropout = 0.0  # a class default: models built before it lack it
+
     def __init__(self, adapted: AdaptedModel, prior_map: PriorMap,
                  channels: DescriptionChannels | None = None,
-                 balance: RoutingBalance | None = None):
+                 balance: RoutingBalance | None = None, description_dropout: float = 0.0):
         super().__init__()
         if adapted.memory is None:
             raise TypeError("a shared memory needs method='queryable', not plain LoRA")
@@ -132,7 +139,11 @@ class SharedMemoryModel(nn.Module):
             if not channels.prior:
                 prior_map.requires_grad_(False)
             self.channels = channels
+        if not 0 <= description_dropout < 1:
+            raise ValueError(f"description_dropout must be in [0, 1), got "
+                             f"{description_dropout!r}")
         self.set_balance(balance)
+        self.description_dropout = float(description_dropout)
         self.routing = None
 
     @property
@@ -196,6 +207,8 @@ class SharedMemoryModel(nn.Module):
 
     def _run(self, X: torch.Tensor, embedding: torch.Tensor):
         described = bool(embedding.abs().sum() > 0)
+        if described and self.training and self.description_dropout > 0:
+            described = bool(torch.rand(()) >= self.description_dropout)
         channels = self._channels()
         prior = channels is None or channels.prior
         try:

@@ -119,6 +119,12 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         the other tasks use least, against a memory that routes every task through
         the same few atoms. ``0``: off (measured in ``docs/multitask.md``). A warm
         stage takes the value set when it starts, and its running usage starts even.
+    description_dropout : float, default=0.0
+        While training, the probability that a task's batch runs without its
+        description (no prior, every channel unchanged, as ``predict(...,
+        use_description=False)`` runs it): the shared adapter then learns what the
+        tasks share, and the description what sets a task apart. ``0``: off (measured
+        in ``docs/multitask.md``).
     query : {"state+depth", "state", "detached", "constant", "random"}, default="state+depth"
         Where the routing query comes from (ablations, ``docs/method.md``): the block's
         low-rank state plus the depth summary of earlier blocks (the method); the state
@@ -243,7 +249,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
                  prior_map="learned", channels="prior+shift+scale", rank=4, alpha=16.0,
                  n_atoms=8, top_k=2,
                  block_size=1, temperature=1.0, routing_noise=0.0, prior_strength=1.0,
-                 prior_temperature=0.5, load_balance=0.0, query="state+depth",
+                 prior_temperature=0.5, load_balance=0.0, description_dropout=0.0,
+                 query="state+depth",
                  freeze_atoms=False, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
                  freeze_previous_atoms=False, replay_rows=0, hidden_layer_sizes=(64, 64, 64),
@@ -269,6 +276,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.prior_strength = prior_strength
         self.prior_temperature = prior_temperature
         self.load_balance = load_balance
+        self.description_dropout = description_dropout
         self.query = query
         self.freeze_atoms = freeze_atoms
         self.memory = memory
@@ -283,6 +291,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     channels = "prior"
     replay_rows = 0
     load_balance = 0.0
+    description_dropout = 0.0
 
     _parameter_constraints = {
         **QueryableLoraRegressor._parameter_constraints,
@@ -291,6 +300,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         "channels": [str],
         "prior_temperature": [Interval(Real, 0, None, closed="neither")],
         "load_balance": [Interval(Real, 0, None, closed="left")],
+        "description_dropout": [Interval(Real, 0, 1, closed="left")],
         "memory": [str, os.PathLike, None],
         "freeze_memory": ["boolean"],
         "warm_start": ["boolean"],
@@ -465,7 +475,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
             channels = DescriptionChannels(self.channels, embedding_dim,
                                            adapted.memory.key_dim,
                                            adapted.adapted_layers[0].out_features)
-        return SharedMemoryModel(adapted, prior, channels, self._balance(adapted.memory))
+        return SharedMemoryModel(adapted, prior, channels, self._balance(adapted.memory),
+                                 self.description_dropout)
 
     def _balance(self, memory) -> RoutingBalance | None:
         """The load-balancing term of ``load_balance`` for ``memory``, or ``None``."""
@@ -483,6 +494,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         module = copy.deepcopy(previous["module"])
         grow_memory(module.model, self.grow_atoms)
         module.model.set_balance(self._balance(module.model.memory))  # this stage's
+        module.model.description_dropout = float(self.description_dropout)
         if self.freeze_memory:
             module.model.freeze_memory(channels=False)
         return module, previous["scale"].clone()
