@@ -41,11 +41,15 @@ class RoutingBalance(nn.Module):
     Attributes
     ----------
     usage : torch.Tensor of shape (n_blocks, n_atoms)
-        The running usage ``u`` (a buffer that is not saved: it restarts even).
+        The running usage ``u``: a buffer outside the state dict, so a model loaded by
+        :func:`qlsk.load` restarts it even (a pickle or a deep copy carries it).
     """
 
     def __init__(self, strength: float, n_blocks: int, n_atoms: int, momentum: float = 0.1):
         super().__init__()
+        for label, value in (("n_blocks", n_blocks), ("n_atoms", n_atoms)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
         if not strength > 0:
             raise ValueError(f"the load-balancing strength must be > 0, got {strength!r}")
         if not 0 < momentum <= 1:
@@ -56,8 +60,10 @@ class RoutingBalance(nn.Module):
         self._batch: list[torch.Tensor] = []
 
     def observe(self, probs: torch.Tensor) -> None:
-        """Keep one pass's dense routing, ``(n_blocks, n_rows, n_atoms)``, for the loss."""
-        self._batch.append(probs.mean(dim=1))
+        """Keep one pass's dense routing, ``(n_blocks, n_rows, n_atoms)``, for the loss;
+        a pass without gradients (an objective evaluated under ``no_grad``) is not kept."""
+        if torch.is_grad_enabled():
+            self._batch.append(probs.mean(dim=1))
 
     def penalty(self) -> torch.Tensor:
         """The term for the passes observed since the last call, then update ``u``.
@@ -76,7 +82,7 @@ class RoutingBalance(nn.Module):
         return loss
 
     def __getstate__(self):  # copies and pickles never carry a pass's graph
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())
         state["_batch"] = []
         return state
 

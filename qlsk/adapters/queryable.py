@@ -109,6 +109,9 @@ class AtomMemory(nn.Module):
         In training mode, also keep each block's dense routing distribution (the
         softmax of all ``M`` logits, with its graph) in ``probs``, for a routing term of
         the loss (:mod:`qlsk.adapters.balance`); off by default.
+    probs : list of torch.Tensor
+        With ``keep_probs``, after a training pass: each block's dense routing
+        distribution (rows x M); empty otherwise.
 
     query_scale : torch.Tensor of shape (d_k,) or None
         Set for one pass by a description channel (:mod:`qlsk.adapters.channels`):
@@ -123,6 +126,7 @@ class AtomMemory(nn.Module):
 
     query_scale: torch.Tensor | None = None  # a class default: old pickles lack it
     keep_probs = False
+    probs: tuple | list = ()  # set per training pass when keep_probs
 
     def __init__(self, rank: int, n_atoms: int, n_blocks: int, top_k: int = 2,
                  temperature: float = 1.0, key_dim: int | None = None,

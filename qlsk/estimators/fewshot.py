@@ -169,10 +169,19 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
         if self.embedding_dim_ != self.shared.embedding_dim_:
             raise ValueError("the text encoder gives embeddings of another length than the "
                              "shared model's")
-        module = copy.deepcopy(self.shared.module_).cpu().float()
-        if self.freeze_memory:
-            module.model.freeze_memory()
-        return module, self.shared.net_.criterion_.scale.clone().cpu()
+        return _copy_shared(self), self.shared.net_.criterion_.scale.clone().cpu()
+
+
+def _copy_shared(estimator: FewShotRegressor):
+    """The shared model's network for one task: its weights, without the multi-task
+    training terms (load balancing across tasks, description dropout: a few-shot fit
+    has one task and its description), the memory frozen where asked."""
+    module = copy.deepcopy(estimator.shared.module_).cpu().float()
+    module.model.set_balance(None)
+    module.model.description_dropout = 0.0
+    if estimator.freeze_memory:
+        module.model.freeze_memory()
+    return module
 
 
 # ---- qlsk.save / qlsk.load ----------------------------------------------------------
@@ -187,9 +196,7 @@ def _dump(estimator: FewShotRegressor) -> tuple[dict, dict]:
 def _restore(estimator: FewShotRegressor, meta: dict, tensors: dict,
              device: str = "cpu") -> None:
     scale = restore_described(estimator, meta)
-    module = copy.deepcopy(estimator.shared.module_).cpu().float()  # the same architecture
-    if estimator.freeze_memory:
-        module.model.freeze_memory()
+    module = _copy_shared(estimator)  # the same architecture
     restore_network(estimator, module, meta, tensors, scale, device, "the shared model")
 
 

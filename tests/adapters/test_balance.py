@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qlsk
-from qlsk import SharedMemoryRegressor
+from qlsk import FewShotRegressor, SharedMemoryRegressor
 from qlsk.adapters import inject
 from qlsk.adapters.balance import RoutingBalance
 from qlsk.adapters.prior_map import PriorMap, SharedMemoryModel
@@ -112,12 +112,28 @@ def test_load_balance_is_validated_saved_and_loaded(fam, base, tmp_path):
         SharedMemoryRegressor(base=base, load_balance=-1.0).fit(fam.X_train, fam.y_train)
     model = SharedMemoryRegressor(base=base, max_epochs=2, random_state=0,
                                   load_balance=0.1).fit(fam.X_train, fam.y_train)
+    assert not torch.allclose(model.net_.module_.model.balance.usage, torch.tensor(1 / 8))
     qlsk.save(model, tmp_path / "m")
     loaded = qlsk.load(tmp_path / "m")
     assert loaded.load_balance == 0.1
-    assert loaded.net_.module_.model.balance.strength == 0.1
-    np.testing.assert_allclose(loaded.predict(fam.X_heldout), model.predict(fam.X_heldout),
-                               rtol=1e-6)
+    balance = loaded.net_.module_.model.balance
+    assert balance.strength == 0.1 and torch.allclose(balance.usage, torch.tensor(1 / 8))
+
+
+def test_few_shot_fits_leave_the_multi_task_terms_behind(fam, base, tmp_path):
+    shared = SharedMemoryRegressor(base=base, max_epochs=2, random_state=0, load_balance=1.0,
+                                   description_dropout=0.5).fit(fam.X_train, fam.y_train)
+    qlsk.save(shared, tmp_path / "shared")
+    rows, y = fam.X_heldout.iloc[:10], fam.y_heldout[:10]
+    fits = [FewShotRegressor(s, freeze_memory=False, regularization="fixed", max_epochs=3,
+                             random_state=0).fit(rows, y)
+            for s in (shared, qlsk.load(tmp_path / "shared"))]
+    for few in fits:
+        model = few.net_.module_.model
+        assert model.penalty is None and model.description_dropout == 0.0
+    # the shared model's running usage (kept by a copy, not by a file) changes nothing
+    np.testing.assert_allclose(fits[0].predict(fam.X_heldout), fits[1].predict(fam.X_heldout),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_each_warm_stage_takes_its_own_load_balance(fam, base):
