@@ -184,6 +184,8 @@ class RegularizedAdapter:
             if self._regime() != "fixed":  # the parameters changed since the fit
                 message += (f" (its parameters now say regularization="
                             f"{self._regime_label()}: fit it again to get one)")
+            elif self.regularization != "fixed":  # e.g. 'auto' that meant 'fixed'
+                message += f" (regularization={self._regime_label()})"
             raise ValueError(message)
         X = self._validate_predict_data(X)
         mean = self.net_.predict(X).astype(np.float64)
