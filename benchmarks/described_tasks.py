@@ -481,6 +481,11 @@ def headline(df: pd.DataFrame, config: dict) -> pd.DataFrame:
                                           else "none", "n": 0}, unit)
             rows.append({"encoder": encoder, "comparison":
                          f"zero-shot memory / {LABELS[other]}", "at": "zero-shot", **r})
+        if (enc.method == "memory-para").any():
+            r = _ratio(enc, {"method": "memory-para", "control": "right", "n": 0},
+                       {"method": "conditioning-para", "control": "right", "n": 0}, unit)
+            rows.append({"encoder": encoder, "comparison": "zero-shot memory / description "
+                         "as input, both paraphrase-augmented", "at": "zero-shot", **r})
     forget = forgetting(df)
     if not forget.empty:
         for encoder in config["encoders"]:
@@ -500,6 +505,10 @@ def headline(df: pd.DataFrame, config: dict) -> pd.DataFrame:
                                  "comparison": f"(c) {LABELS[method]} / {against}",
                                  "at": "after the last stage",
                                  **_paired_ci(paired[measure], paired[other])})
+        for (method, encoder), mine in forget.groupby(["method", "encoder"], sort=False):
+            rows.append({"encoder": encoder, "comparison": f"(c) {LABELS[method]}: error "
+                         "after the last stage / right after its own stage",
+                         "at": "earlier tasks", **_paired_ci(mine.final, mine.own)})
         seq = forget[forget.method == "seq-lora"]
         if len(seq):
             rows.append({"encoder": "-", "comparison": "(c) sequential LoRA / base "

@@ -69,6 +69,10 @@ VARIANTS = {
     "LoRA + film (no memory)": {"channels": "shift+scale", "n_atoms": 1, "top_k": 1,
                                 "freeze_atoms": True},
 }
+# Variants that change one thing of another: the summary pairs each with that one.
+MODIFIES = {"prior, balanced": "prior", "prior+film, balanced 0.01": "prior+film",
+            "prior+film, balanced": "prior+film", "prior+film, dense": "prior+film",
+            "prior+film, dropout 0.2": "prior+film", "prior+film, dropout 0.5": "prior+film"}
 # The description-as-input network (ConditionedLoraRegressor) as references: the first is
 # the one the memory is compared against by default.
 REFERENCES = {"conditioning": {"condition": "shift"},
@@ -165,6 +169,18 @@ def summary(df: pd.DataFrame) -> str:
         lines.append(f"| {name} | {rs['ratio']:.2f} ({rs['low']:.2f}–{rs['high']:.2f}) | "
                      f"{para['ratio']:.2f} | {seen['ratio']:.2f} | {used} | "
                      f"{part.fit_s.median():.0f} | {int(part.n_trainable_params.median())} |")
+    changed = [(name, MODIFIES[name]) for name in variants
+               if MODIFIES.get(name) in set(df.method)]
+    if changed:
+        lines += ["", "## Each variant against the variant it modifies", "",
+                  "| variant / the one it modifies | held out (95% CI) | seen members (95% CI) |",
+                  "|---|---|---|"]
+        for name, base in changed:
+            held, seen = (paired_summary(_pairs(df, name, base, split))
+                          for split in ("heldout", "train"))
+            lines.append(f"| {name} / {base} | {held['ratio']:.3f} ({held['low']:.3f}–"
+                         f"{held['high']:.3f}) | {seen['ratio']:.3f} ({seen['low']:.3f}–"
+                         f"{seen['high']:.3f}) |")
     return "\n".join(lines)
 
 

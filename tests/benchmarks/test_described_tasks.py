@@ -54,6 +54,7 @@ def test_rows_cover_methods_controls_and_sizes(tiny):
         asked = zero[(zero.method == method) & (zero.split == "heldout")]
         assert set(asked.control) == {"right", "shuffled", "none", "paraphrased"}, method
     assert headline.comparison.str.contains("trained with paraphrases / without").any()
+    assert headline.comparison.str.contains("both paraphrase-augmented").any()
     assert {"base", "shared-lora"} <= set(zero.method)
     # the LoRA-factor few-shot methods train the same parameters per task
     params = held[held.method.isin(["memory-fewshot", "lora", "conditioning-fewshot"])]
@@ -69,6 +70,9 @@ def test_continual_forgetting_against_sequential_lora(tiny):
     assert np.allclose(forget.forgetting, forget.final / forget.own)
     headline = pd.read_csv(tiny[0] / "headline.csv")
     assert headline.comparison.str.startswith("(c)").any()
+    # each continual method's own forgetting, pooled with its interval
+    own = headline[headline.comparison.str.endswith("right after its own stage")]
+    assert len(own) == 4 and own.pairs.eq(len(forget) // 4).all()
     assert ((headline.low <= headline.ratio) & (headline.ratio <= headline.high)).all()
 
 

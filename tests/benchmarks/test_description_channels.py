@@ -28,6 +28,7 @@ def test_tiny_run_scores_every_variant_and_resumes(tmp_path, capsys):
     summary = (output / "summary.md").read_text()
     assert "| prior+film |" in summary and "held out: right / shuffled" in summary
     assert "method / conditioning-film (film)" in summary
+    assert "| prior+film, balanced / prior+film |" in summary  # each against its own base
     before = (output / "cells.jsonl").read_text()
     main(argv)  # a rerun resumes: nothing is recomputed
     assert (output / "cells.jsonl").read_text() == before
