@@ -93,22 +93,9 @@ USAGE_ROWS = 200
 PLAIN = {"output_calibration": False, "regularization": "fixed"}
 
 
-def _zero_description(Z: np.ndarray, n_features: int) -> np.ndarray:
-    """Packed ``[inputs | embedding | task]`` rows with the embedding zeroed: no description."""
-    Z[:, n_features:-1] = 0
-    return Z
-
-
 def _predict(model, X, control: str) -> np.ndarray:
     """Predict with the rows' own descriptions, or with none (a zero embedding)."""
     return model.predict(X, use_description=control != "none")
-
-
-class _UndescribedFewShot(FewShotRegressor):
-    """Few-shot from the memory without a description: every row routed with no prior."""
-
-    def _pack(self, X, reset):
-        return _zero_description(super()._pack(X, reset), len(self.feature_columns_))
 
 
 class _Family:
@@ -203,12 +190,12 @@ def _few_common(config: dict, n: int, seed: int) -> dict:
             "max_epochs": _few_epochs(config, n), "random_state": seed}
 
 
-def _fit(model, X, y) -> float:
+def _fit(model, X, y, **fit_params) -> float:
     """Fit ``model`` on ``X, y``; return the seconds it took."""
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # GP length scales at their bounds are fine here
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
+        model.fit(X, y, **fit_params)
     return time.perf_counter() - t0
 
 
@@ -312,15 +299,17 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
             few_seed = _seed(data.name, data.seed, member, n)
             common = _few_common(config, n, few_seed)
             controls = CONTROLS if n <= config["control_max_n"] else ("right",)
-            fits = [("memory-fewshot", c, (  # every few-shot fit: the same steps
-                _UndescribedFewShot if c == "none" else FewShotRegressor)(
-                memory, freeze_memory=True, regularization="fixed", **common))
+            fits = [("memory-fewshot", c, FewShotRegressor(  # every few-shot fit: the same
+                memory, freeze_memory=True, regularization="fixed", **common))  # steps
                 for c in controls]
             fits.append(("conditioning-fewshot", "right", ConditionedLoraRegressor(
                 init=conditioned, freeze_condition=True, regularization="fixed", **common)))
             for method, control, model in fits:
-                fit_s = _fit(model, X.assign(description=data.described(member, control)), y)
-                rmse = data.score(model.predict, member, data.described(member, control))
+                described = data.described(member, control)
+                fit_s = _fit(model, X.assign(description=described), y,
+                             **({"use_description": False} if control == "none" else {}))
+                rmse = data.score(lambda X, m=model, c=control: _predict(m, X, c), member,
+                                  described)
                 rows.append(_row(data, encoder, method, member, control, n, rmse,
                                  encoder=encoder, fit_s=fit_s,
                                  n_trainable_params=model.n_trainable_params_))

@@ -152,6 +152,42 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
 
     _shared = ("shared",)
 
+    def fit(self, X, y, use_description=True):
+        """Adapt a copy of the shared model to the rows of ``X``.
+
+        Parameters
+        ----------
+        X : pandas DataFrame
+            The input columns and the description column.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        use_description : bool, default=True
+            ``False``: train as if the rows had no description (a zero embedding, as
+            ``predict(X, use_description=False)`` predicts): the memory's routing
+            without its text prior, the control that measures what the description
+            carries in a few-shot fit.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`qlsk.LoraRegressor.fit` raises them; also for columns other than
+            the shared model's.
+        """
+        self._describe_rows = bool(use_description)
+        try:
+            return super().fit(X, y)
+        finally:
+            del self._describe_rows
+
+    def _validate_fit_data(self, X, y):
+        Z, y = super()._validate_fit_data(X, y)
+        if not getattr(self, "_describe_rows", True):
+            Z[:, len(self.feature_columns_):-1] = 0  # the embedding; the task column stays
+        return Z, y
+
     def _text_settings(self):
         return self.shared._text_settings()
 
