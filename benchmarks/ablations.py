@@ -94,6 +94,8 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                   "batch_size": config["batch_size"], "regularization": config["regularization"],
                   "output_calibration": config["output_calibration"],
                   "random_state": _seed(task_name, seed, n_train)}
+        if "max_steps" in config:  # recorded only when given, so older runs still resume
+            common["max_steps"] = config["max_steps"]
         ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
               "block_size": config["block_size"], **common}
         models = {v: QueryableLoraRegressor(**{**ql, **_variant_options(config, v, task_name)})
@@ -237,7 +239,7 @@ def _plot_gradients(curves: dict, title: str, path: str) -> None:
 def make_config(args) -> dict:
     config = {**COMMON, **(QUICK if args.quick else FULL), "variants": list(VARIANTS)}
     for key in ("tasks", "sizes", "seeds", "n_source", "n_test", "base_epochs",
-                "max_epochs", "variants", "regularization"):
+                "max_epochs", "variants", "regularization", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     resolve_tasks(config)
@@ -261,6 +263,9 @@ def main(argv=None) -> None:
                         help="the adapters' regime (default fixed, as reported first; "
                              "evidence: the estimators' default, without the per-epoch "
                              "gradient diagnostics, which need epochs)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="full-batch steps per strength under evidence (default: the "
+                             "estimators' 2,000)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the cells finished so far")
     args = parser.parse_args(argv)

@@ -92,6 +92,8 @@ def _estimator(method: str, base, description: str, seed: int, config: dict):
     # "fixed": the study as it was first run (docs/benchmarks.md); "evidence": the default
     common = {"base": base, "batch_size": config["batch_size"], "random_state": seed,
               "regularization": config["regularization"]}
+    if "max_steps" in config:  # recorded only when given, so older runs still resume
+        common["max_steps"] = config["max_steps"]
     if method == "lora":
         return LoraRegressor(**common)
     if method in ("ql", "ql-noise"):
@@ -367,7 +369,7 @@ def importances(config: dict, storage_url: str, path: str) -> pd.DataFrame:
 def make_config(args) -> dict:
     config = {**COMMON, **(QUICK if args.quick else FULL)}
     for key in ("tasks", "seeds", "methods", "n_train", "n_source", "n_test", "trials",
-                "base_epochs", "regularization"):
+                "base_epochs", "regularization", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     resolve_tasks(config)
@@ -403,6 +405,9 @@ def main(argv=None) -> None:
                         help="the adapters' regime (default fixed, as first run; evidence: "
                              "the estimators' default, searched without weight decay, "
                              "epochs or pruning)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="full-batch steps per strength under evidence (default: the "
+                             "estimators' 2,000)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the studies finished so far")
     args = parser.parse_args(argv)

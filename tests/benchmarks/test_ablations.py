@@ -100,10 +100,12 @@ def test_ablations_under_the_evidence_skip_the_per_epoch_diagnostics(tmp_path):
     output = tmp_path / "ev"
     ablations.main([*TINY, "--sizes", "12", "--n-source", "80", "--n-test", "60",
                     "--base-epochs", "2", "--variants", "full",
-                    "--regularization", "evidence", "--output", str(output)])
+                    "--regularization", "evidence", "--max-steps", "50",
+                    "--output", str(output)])
     df = pd.read_csv(output / "results.csv")
     assert set(df.variant) == {"full", "lora"} and df.rmse_sd.gt(0).all()
-    assert json.loads((output / "config.json").read_text())["regularization"] == "evidence"
+    config = json.loads((output / "config.json").read_text())
+    assert config["regularization"] == "evidence" and config["max_steps"] == 50
     report = (output / "ablations.md").read_text()
     assert "Gradient concentration" not in report
     assert not (output / "gradient_diagnostics.png").exists()

@@ -107,7 +107,8 @@ def test_noisy_routing_joins_a_finished_run_through_its_storage(one_worker, tmp_
 
 def test_under_the_evidence_the_optimiser_space_keeps_lr_alone(tmp_path):
     df = _run(tmp_path / "evidence", "--workers", "1", "--methods", "lora",
-              "--regularization", "evidence", "--trials", "1")
+              "--regularization", "evidence", "--trials", "1", "--max-steps", "50")
     params = ast.literal_eval(df.best_params[0])
     assert set(params) == set(tuned.EVIDENCE_SPACES["lora"]) == {"lr", "rank"}
+    assert json.loads((tmp_path / "evidence" / "config.json").read_text())["max_steps"] == 50
     assert df.pruned.eq(0).all() and df.rmse_sd.gt(0).all()

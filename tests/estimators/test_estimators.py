@@ -32,8 +32,8 @@ ADAPTERS = [FineTuneRegressor, LoraRegressor, QueryableLoraRegressor]
 def small(cls, **kw):
     extra = {"rank": 2, "n_atoms": 4} if cls is QueryableLoraRegressor else (
         {"rank": 2} if cls is LoraRegressor else {})
-    if cls is not MLPRegressor:  # the evidence's full-batch steps, as short as max_epochs
-        extra["max_steps"] = 100
+    if cls is not MLPRegressor:  # the evidence's path, short: two strengths of at most
+        extra.update(max_steps=100, l2_strengths=[1e-1, 1e-3])  # 100 full-batch steps
     return cls(**{**FAST, **extra, **kw})
 
 
@@ -475,7 +475,7 @@ def test_output_calibration_on_a_base_without_signal_falls_back_with_a_warning(t
     constant = nn.Sequential(nn.Linear(4, 1))
     nn.init.zeros_(constant[0].weight)
     with pytest.warns(CalibrationWarning, match="no signal|almost no signal|constant"):
-        model = small(LoraRegressor, base=constant, max_epochs=2,
+        model = small(LoraRegressor, base=constant, max_epochs=2, l2_strengths=None,
                       output_calibration=True).fit(task.X_train, task.y_train)
     assert model.module_.rho.item() == pytest.approx(1.0, abs=0.05)  # started at 1, trained
 
