@@ -313,23 +313,34 @@ def _encoder_cell(config: dict, data: _Family, base, encoder: str) -> tuple[list
                 rows.append(_row(data, encoder, method, member, control, n, rmse,
                                  encoder=encoder, fit_s=fit_s,
                                  n_trainable_params=model.n_trainable_params_))
-    continual_rows, figures = _continual(config, data, base, encoder)
+    continual_rows, figures = continual(config, data, base, encoder)
     return rows + continual_rows, figures
 
 
-def _continual(config: dict, data: _Family, base, encoder: str) -> tuple[list[dict], dict]:
-    """The shared memory over stages: as it is, growing, replaying; its routing after each
-    stage."""
+def continual_variants(config: dict) -> dict:
+    """This study's continual methods: the shared memory as it is, growing, replaying
+    (each: the parameters set from the second stage on); a variant whose switch is off
+    in ``config`` would be the plain memory again and is left out."""
+    variants = {"memory": {},
+                "memory-grow": {"grow_atoms": config["grow_atoms"],
+                                "freeze_previous_atoms": True},
+                "memory-replay": {"replay_rows": config.get("replay_rows", 0)}}
+    if not config["grow_atoms"] > 0:
+        del variants["memory-grow"]
+    if not config.get("replay_rows", 0) > 0:
+        del variants["memory-replay"]
+    return variants
+
+
+def continual(config: dict, data: _Family, base, encoder: str,
+              variants: dict | None = None) -> tuple[list[dict], dict]:
+    """The shared memory over stages, once per variant (name to the parameters set from
+    the second stage on; default :func:`continual_variants`): every task seen so far
+    scored after every stage, and the routing after each stage."""
     rows, figures = [], {}
     stages = data.stages(config["n_stages"])
-    variants = (("memory", {}, True),
-                ("memory-grow", {"grow_atoms": config["grow_atoms"],
-                                 "freeze_previous_atoms": True}, config["grow_atoms"] > 0),
-                ("memory-replay", {"replay_rows": config.get("replay_rows", 0)},
-                 config.get("replay_rows", 0) > 0))
-    for method, later, switched_on in variants:
-        if not switched_on:
-            continue  # it would be the plain memory again
+    variants = continual_variants(config) if variants is None else variants
+    for method, later in variants.items():
         model = SharedMemoryRegressor(
             base=base, text_encoder=encoder, rank=config["rank"], n_atoms=config["n_atoms"],
             top_k=config["top_k"], block_size=config["block_size"], warm_start=True,
@@ -404,8 +415,7 @@ def forgetting(df: pd.DataFrame) -> pd.DataFrame:
     (``final / own``), and ``base``, the unadapted base's RMSE on the task; tasks of the
     last stage are left out (nothing came after them).
     """
-    cont = df[df.method.isin(["memory-grow", "memory-replay", "seq-lora"])
-              | ((df.method == "memory") & df.stage.notna())].copy()
+    cont = df[df.stage.notna()].copy()  # the continual rows: they have a stage
     if cont.empty:
         return pd.DataFrame()
     cont["encoder"] = cont["encoder"].fillna("-")

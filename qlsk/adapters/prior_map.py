@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..files import write_safetensors
+from .anchor import StageAnchor
 from .balance import RoutingBalance
 from .channels import DescriptionChannels
 from .inject import AdaptedModel
@@ -167,12 +168,24 @@ class SharedMemoryModel(nn.Module):
             self.balance = balance
         self.memory.keep_probs = balance is not None
 
+    def set_anchor(self, anchor: StageAnchor | None) -> None:
+        """Add, replace or (``None``) remove a continual stage's anchor
+        (:class:`~qlsk.adapters.anchor.StageAnchor`), a term of :attr:`penalty`."""
+        self.__dict__.pop("anchor", None)
+        if anchor is not None:
+            self.__dict__["anchor"] = anchor  # not a submodule: its tensors are not state
+
     @property
     def penalty(self):
-        """The load-balancing term's :meth:`~qlsk.adapters.balance.RoutingBalance.penalty`
-        (a callable the training loss adds), or ``None`` without one."""
-        balance = self._modules.get("balance")
-        return None if balance is None else balance.penalty
+        """The extra training terms, load balancing
+        (:meth:`~qlsk.adapters.balance.RoutingBalance.penalty`) and a stage's anchor
+        (:meth:`~qlsk.adapters.anchor.StageAnchor.penalty`), as one callable the
+        training loss adds, or ``None`` without either."""
+        terms = [t.penalty for t in (self._modules.get("balance"), self.__dict__.get("anchor"))
+                 if t is not None]
+        if len(terms) < 2:
+            return terms[0] if terms else None
+        return lambda: sum(term() for term in terms)
 
     def forward(self, X: torch.Tensor, embedding: torch.Tensor,
                 task: torch.Tensor) -> torch.Tensor:

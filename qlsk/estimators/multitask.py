@@ -11,11 +11,13 @@ import os
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapters import inject
+from ..adapters.anchor import StageAnchor
 from ..adapters.balance import RoutingBalance
 from ..adapters.channels import DescriptionChannels, parse_channels
 from ..adapters.config import QueryableLoraConfig
@@ -160,6 +162,12 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         every task of the earlier stages, from the up to 32 rows per task each stage
         keeps (experience replay, against forgetting; see :mod:`qlsk.estimators.replay`).
         ``0``: only the new rows.
+    stage_anchor : float, default=0.0
+        In a warm-started stage, add to the loss the squared distance of the earlier
+        tasks' predictions from the last stage's, on the up to 32 rows each earlier task
+        kept (distillation, against forgetting; see :mod:`qlsk.adapters.anchor`),
+        times ``stage_anchor``. At ``1`` each earlier task weighs as much as a new one.
+        ``0``: none. Training only: the fitted model does not keep it.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -253,7 +261,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
                  query="state+depth",
                  freeze_atoms=False, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
-                 freeze_previous_atoms=False, replay_rows=0, hidden_layer_sizes=(64, 64, 64),
+                 freeze_previous_atoms=False, replay_rows=0, stage_anchor=0.0,
+                 hidden_layer_sizes=(64, 64, 64),
                  lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
                  early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
                  random_state=None, verbose=0, callbacks=None):
@@ -286,10 +295,12 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.grow_atoms = grow_atoms
         self.freeze_previous_atoms = freeze_previous_atoms
         self.replay_rows = replay_rows
+        self.stage_anchor = stage_anchor
 
     # What a model pickled before these parameters existed was built with.
     channels = "prior"
     replay_rows = 0
+    stage_anchor = 0.0
     load_balance = 0.0
     description_dropout = 0.0
 
@@ -307,6 +318,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         "grow_atoms": [Interval(Integral, 0, None, closed="left")],
         "freeze_previous_atoms": ["boolean"],
         "replay_rows": [Interval(Integral, 0, PROBE_ROWS, closed="both")],
+        "stage_anchor": [Interval(Real, 0, None, closed="left")],
     }
 
     def fit(self, X, y):
@@ -345,6 +357,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
             raise
         finally:
             del self._previous
+        self.net_.module_.model.set_anchor(None)  # a stage's training term, not kept
         self._record_stage(X, y, previous)
         return self
 
@@ -493,11 +506,25 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         self.base_ = previous["base_"]
         module = copy.deepcopy(previous["module"])
         grow_memory(module.model, self.grow_atoms)
-        module.model.set_balance(self._balance(module.model.memory))  # this stage's
+        module.model.set_balance(None)  # this stage's, below, once the anchor is taken
         module.model.description_dropout = float(self.description_dropout)
         if self.freeze_memory:
             module.model.freeze_memory(channels=False)
-        return module, previous["scale"].clone()
+        scale = previous["scale"].clone()
+        if self.stage_anchor > 0:
+            module.model.set_anchor(self._anchor(module, scale, previous["stages_"]))
+        module.model.set_balance(self._balance(module.model.memory))
+        return module, scale
+
+    def _anchor(self, module, scale, stages) -> StageAnchor:
+        """The :class:`~qlsk.adapters.anchor.StageAnchor` of ``stage_anchor`` at the
+        weights ``module`` starts this stage with, from the earlier tasks' kept rows."""
+        probe = pd.concat([stage["probe"] for stage in stages], ignore_index=True)
+        earlier = set(probe[self.description_column])
+        new = [d for d in self.descriptions_ if d not in earlier]  # replay adds old ones
+        rows = torch.as_tensor(self._pack(probe, reset=False))
+        return StageAnchor(module, rows, scale, self.stage_anchor,
+                           weight=len(earlier) / max(len(new), 1))
 
 
 # ---- qlsk.save / qlsk.load ----------------------------------------------------------
