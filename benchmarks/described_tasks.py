@@ -344,6 +344,7 @@ def continual(config: dict, data: _Family, base, encoder: str,
         model = SharedMemoryRegressor(
             base=base, text_encoder=encoder, rank=config["rank"], n_atoms=config["n_atoms"],
             top_k=config["top_k"], block_size=config["block_size"], warm_start=True,
+            stage_anchor=0.0,  # as first measured: a variant switches the anchor on
             **_common(config, _seed(data.name, data.seed, encoder, "continual")))
         seen, usage, drift = [], [], []
         for stage, members in enumerate(stages):

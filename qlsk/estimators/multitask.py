@@ -162,12 +162,15 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         every task of the earlier stages, from the up to 32 rows per task each stage
         keeps (experience replay, against forgetting; see :mod:`qlsk.estimators.replay`).
         ``0``: only the new rows.
-    stage_anchor : float, default=0.0
+    stage_anchor : float, default=10.0
         In a warm-started stage, add to the loss the squared distance of the earlier
         tasks' predictions from the last stage's, on the up to 32 rows each earlier task
         kept (distillation, against forgetting; see :mod:`qlsk.adapters.anchor`),
-        times ``stage_anchor``. At ``1`` each earlier task weighs as much as a new one.
-        ``0``: none. Training only: the fitted model does not keep it.
+        times ``stage_anchor``. At ``1`` each earlier task weighs as much as a new one;
+        a task the stage trains again is not anchored. ``0``: none. The default was
+        chosen on the development families, where it left earlier tasks 0.55x the
+        error replay left them after the last stage (``docs/multitask.md``). Training
+        only: the first fit and the fitted model do not use it.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -261,7 +264,7 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
                  query="state+depth",
                  freeze_atoms=False, memory=None,
                  freeze_memory=False, target_modules=None, warm_start=False, grow_atoms=0,
-                 freeze_previous_atoms=False, replay_rows=0, stage_anchor=0.0,
+                 freeze_previous_atoms=False, replay_rows=0, stage_anchor=10.0,
                  hidden_layer_sizes=(64, 64, 64),
                  lr=1e-3, weight_decay=0.0, max_epochs=150, batch_size=32,
                  early_stopping=False, validation_fraction=0.1, patience=20, device="cpu",
@@ -346,6 +349,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         kept = {name: self.__dict__[name] for name in (*_FITTED, *_DESCRIBED_FITTED)
                 if previous is not None and name in self.__dict__}
         self._previous = previous
+        if previous is not None:
+            previous["rows"] = X  # this stage's own rows, before any replay
         X_fit, y_fit = X, y
         if previous is not None and self.replay_rows:
             X_fit, y_fit = with_replay(X, y, previous["stages_"], self.description_column,
@@ -512,19 +517,24 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
             module.model.freeze_memory(channels=False)
         scale = previous["scale"].clone()
         if self.stage_anchor > 0:
-            module.model.set_anchor(self._anchor(module, scale, previous["stages_"]))
+            module.model.set_anchor(self._anchor(module, scale, previous))
         module.model.set_balance(self._balance(module.model.memory))
         return module, scale
 
-    def _anchor(self, module, scale, stages) -> StageAnchor:
+    def _anchor(self, module, scale, previous) -> StageAnchor | None:
         """The :class:`~qlsk.adapters.anchor.StageAnchor` of ``stage_anchor`` at the
-        weights ``module`` starts this stage with, from the earlier tasks' kept rows."""
-        probe = pd.concat([stage["probe"] for stage in stages], ignore_index=True)
-        earlier = set(probe[self.description_column])
-        new = [d for d in self.descriptions_ if d not in earlier]  # replay adds old ones
+        weights ``module`` starts this stage with, on the kept rows of the earlier tasks
+        this stage does not train again (``None`` if it trains them all)."""
+        column = self.description_column
+        new = set(previous["rows"][column])
+        probe = pd.concat([stage["probe"] for stage in previous["stages_"]],
+                          ignore_index=True)
+        probe = probe[~probe[column].isin(new)]
+        if probe.empty:
+            return None
         rows = torch.as_tensor(self._pack(probe, reset=False))
         return StageAnchor(module, rows, scale, self.stage_anchor,
-                           weight=len(earlier) / max(len(new), 1))
+                           weight=probe[column].nunique() / len(new))
 
 
 # ---- qlsk.save / qlsk.load ----------------------------------------------------------

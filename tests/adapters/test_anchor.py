@@ -70,6 +70,19 @@ def test_an_anchored_stage_moves_the_earlier_tasks_less(fam_base, fam, tmp_path)
         fam.X_heldout[:5]), model.predict(fam.X_heldout[:5]))
 
 
+def test_a_stage_that_trains_the_same_tasks_again_is_not_anchored(fam_base, fam):
+    first, _ = _stages(fam)
+    predictions = []
+    for anchor in (0.0, 100.0):
+        model = SharedMemoryRegressor(base=fam_base, warm_start=True, stage_anchor=anchor,
+                                      **TINY)
+        for _ in range(2):  # more epochs on the same tasks: nothing earlier to keep
+            model.fit(fam.X_train[first], fam.y_train[first])
+        predictions.append(model.predict(fam.X_heldout[:5]))
+    np.testing.assert_array_equal(*predictions)
+    assert SharedMemoryRegressor().stage_anchor == 10.0  # warm stages anchor by default
+
+
 def test_a_negative_anchor_is_refused_before_training(fam, fam_base):
     with pytest.raises(ValueError, match="stage_anchor"):
         SharedMemoryRegressor(base=fam_base, stage_anchor=-1.0).fit(fam.X_train,
