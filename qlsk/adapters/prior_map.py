@@ -177,11 +177,13 @@ class SharedMemoryModel(nn.Module):
 
     @property
     def penalty(self):
-        """The extra training terms, load balancing
-        (:meth:`~qlsk.adapters.balance.RoutingBalance.penalty`) and a stage's anchor
-        (:meth:`~qlsk.adapters.anchor.StageAnchor.penalty`), as one callable the
-        training loss adds, or ``None`` without either."""
-        terms = [t.penalty for t in (self._modules.get("balance"), self.__dict__.get("anchor"))
+        """The extra training terms, a stage's anchor
+        (:meth:`~qlsk.adapters.anchor.StageAnchor.penalty`) and load balancing
+        (:meth:`~qlsk.adapters.balance.RoutingBalance.penalty`), as one callable the
+        training loss adds, or ``None`` without either. The anchor runs first, so that
+        the balance term takes its passes in with the batch's (and never keeps a pass
+        whose graph a backward step has freed)."""
+        terms = [t.penalty for t in (self.__dict__.get("anchor"), self._modules.get("balance"))
                  if t is not None]
         if len(terms) < 2:
             return terms[0] if terms else None

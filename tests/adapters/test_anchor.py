@@ -83,6 +83,15 @@ def test_a_stage_that_trains_the_same_tasks_again_is_not_anchored(fam_base, fam)
     assert SharedMemoryRegressor().stage_anchor == 10.0  # warm stages anchor by default
 
 
+def test_the_anchor_trains_beside_load_balancing(fam_base, fam):
+    first, second = _stages(fam)
+    model = SharedMemoryRegressor(base=fam_base, warm_start=True, load_balance=0.1,
+                                  stage_anchor=10.0, **TINY)
+    model.fit(fam.X_train[first], fam.y_train[first])
+    model.fit(fam.X_train[second], fam.y_train[second])  # both terms, every step
+    assert np.isfinite(model.predict(fam.X_heldout[:5])).all()
+
+
 def test_a_negative_anchor_is_refused_before_training(fam, fam_base):
     with pytest.raises(ValueError, match="stage_anchor"):
         SharedMemoryRegressor(base=fam_base, stage_anchor=-1.0).fit(fam.X_train,
