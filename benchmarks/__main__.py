@@ -8,7 +8,7 @@
 import importlib
 import sys
 
-STUDIES = ("ablations", "adapter_speed", "conformal", "defaults", "described_tasks",
+STUDIES = ("ablations", "adapter_speed", "conformal", "continual", "defaults", "described_tasks",
            "description_channels", "early_stopping", "fewshot_regimes",
            "estimator_overhead", "gp_kinds", "growing_n", "learned_prior", "output_calibration",
            "pareto", "regularization", "transfer_auto", "tuned")
