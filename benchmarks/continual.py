@@ -6,8 +6,9 @@ training members of each family in ``n_stages`` stages, one
 seen so far scored after every stage (the same families, seeds, bases, stages and
 settings as that study, so its rows of the variants both run are the same numbers).
 A variant is a set of parameters applied from the second stage on: replaying kept rows
-(``replay_rows``), the anchor toward the last stage's weights (``stage_anchor``, a
-diagonal Laplace penalty: :mod:`qlsk.adapters.anchor`), or both.
+(``replay_rows``), the anchor (``stage_anchor``: the earlier tasks' predictions on
+their kept rows held near the last stage's, :mod:`qlsk.adapters.anchor`), or both;
+every variant starts from ``stage_anchor=0``.
 
 Reported per variant, paired with the reference variant (replay, the best guard the
 multi-task study found) on the same family, seed and task:

@@ -44,6 +44,13 @@ class StageAnchor:
     ----------
     targets : torch.Tensor of shape (n, n_outputs)
         ``f_θ*(rows)``, computed in evaluation mode.
+    coefficient : float
+        ``λ · w``.
+
+    Notes
+    -----
+    Each :meth:`penalty` runs ``module`` on every row: a stage after many earlier
+    tasks costs that many more rows per training step.
     """
 
     def __init__(self, module: nn.Module, rows: torch.Tensor, scale: torch.Tensor,
@@ -52,6 +59,7 @@ class StageAnchor:
             raise ValueError(f"strength must be non-negative, got {strength!r}")
         if len(rows) == 0:
             raise ValueError("the anchor needs at least one row of the earlier tasks")
+        rows = rows.to(next(module.parameters()).device)  # e.g. a stage fitted on CUDA
         self.module, self.rows, self.scale = module, rows, scale.to(rows)
         was_training = module.training
         module.eval()
@@ -61,7 +69,13 @@ class StageAnchor:
         self.coefficient = float(strength) * float(weight)
 
     def penalty(self) -> torch.Tensor:
-        """``λ · w · mean ((f_θ(x) − f_θ*(x)) / s)²`` at the module's weights now."""
+        """The penalty at the module's weights now.
+
+        Returns
+        -------
+        torch.Tensor
+            ``λ · w · mean ((f_θ(x) − f_θ*(x)) / s)²``, a scalar with its graph.
+        """
         device = next(self.module.parameters()).device
         if self.rows.device != device:  # the module has moved (e.g. to CUDA) since
             self.rows, self.targets, self.scale = (

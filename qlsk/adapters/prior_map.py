@@ -180,14 +180,25 @@ class SharedMemoryModel(nn.Module):
         """The extra training terms, a stage's anchor
         (:meth:`~qlsk.adapters.anchor.StageAnchor.penalty`) and load balancing
         (:meth:`~qlsk.adapters.balance.RoutingBalance.penalty`), as one callable the
-        training loss adds, or ``None`` without either. The anchor runs first, so that
-        the balance term takes its passes in with the batch's (and never keeps a pass
-        whose graph a backward step has freed)."""
-        terms = [t.penalty for t in (self.__dict__.get("anchor"), self._modules.get("balance"))
+        training loss adds, or ``None`` without either. The anchor's passes run as the
+        last stage's predictions were made: with every description and unseen by the
+        load-balancing term."""
+        anchor = self._anchor_penalty if "anchor" in self.__dict__ else None
+        balance = self._modules.get("balance")
+        terms = [t for t in (anchor, None if balance is None else balance.penalty)
                  if t is not None]
         if len(terms) < 2:
             return terms[0] if terms else None
         return lambda: sum(term() for term in terms)
+
+    _anchoring = False  # True while the anchor's passes run
+
+    def _anchor_penalty(self) -> torch.Tensor:
+        self._anchoring = True
+        try:
+            return self.__dict__["anchor"].penalty()
+        finally:
+            self._anchoring = False
 
     def forward(self, X: torch.Tensor, embedding: torch.Tensor,
                 task: torch.Tensor) -> torch.Tensor:
@@ -222,7 +233,7 @@ class SharedMemoryModel(nn.Module):
 
     def _run(self, X: torch.Tensor, embedding: torch.Tensor):
         described = bool(embedding.abs().sum() > 0)
-        if described and self.training and self.description_dropout > 0:
+        if described and self.training and self.description_dropout > 0 and not self._anchoring:
             described = bool(torch.rand(()) >= self.description_dropout)
         channels = self._channels()
         prior = channels is None or channels.prior
@@ -232,7 +243,7 @@ class SharedMemoryModel(nn.Module):
                 channels.set(self.memory, embedding if described else None)
             out = self.adapted(X)
             balance = self._modules.get("balance")
-            if balance is not None and self.training:
+            if balance is not None and self.training and not self._anchoring:
                 balance.observe(torch.stack(self.memory.probs))
         finally:
             if self.memory.keep_probs:

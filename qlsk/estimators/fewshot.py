@@ -164,7 +164,8 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
             ``False``: train as if the rows had no description (a zero embedding, as
             ``predict(X, use_description=False)`` predicts): the memory's routing
             without its text prior, the control that measures what the description
-            carries in a few-shot fit.
+            carries in a few-shot fit. With ``regularization="fixed"`` only: a
+            posterior fitted so would not match ``predict``'s described rows.
 
         Returns
         -------
@@ -174,8 +175,13 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
         ------
         ValueError, TypeError
             As :meth:`qlsk.LoraRegressor.fit` raises them; also for columns other than
-            the shared model's.
+            the shared model's, and for ``use_description=False`` under the evidence or
+            cross-validation.
         """
+        if not use_description and self._regime() != "fixed":
+            raise ValueError(f"fit(use_description=False) trains without a posterior: it "
+                             f"needs regularization='fixed', not "
+                             f"{self._regime_label()}")
         self._describe_rows = bool(use_description)
         try:
             return super().fit(X, y)

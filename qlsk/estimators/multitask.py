@@ -171,7 +171,8 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         chosen on the development families (seed 0), where it left earlier tasks 0.58x
         the error replay left them after the last stage; on the report families 0.64x,
         its forgetting 1.20x (``docs/multitask.md``). Training only: the first fit and
-        the fitted model do not use it.
+        the fitted model do not use it; a stage's ``train_loss`` in ``history_``
+        includes it.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -304,9 +305,11 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
     # What a model pickled before these parameters existed was built with.
     channels = "prior"
     replay_rows = 0
-    stage_anchor = 0.0
     load_balance = 0.0
     description_dropout = 0.0
+    # The anchor acts only in later stages: an old model's next stage anchors as a new
+    # model's would, whether it comes back by pickle or by qlsk.load.
+    stage_anchor = 10.0
 
     _parameter_constraints = {
         **QueryableLoraRegressor._parameter_constraints,
@@ -511,15 +514,15 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
                              f"{previous['embedding_dim_']}")
         self.base_ = previous["base_"]
         module = copy.deepcopy(previous["module"])
+        scale = previous["scale"].clone()
+        module.model.set_balance(None)  # this stage's, below
+        if self.stage_anchor > 0:  # the last stage's predictions, before any atom is grown
+            module.model.set_anchor(self._anchor(module, scale, previous))
         grow_memory(module.model, self.grow_atoms)
-        module.model.set_balance(None)  # this stage's, below, once the anchor is taken
+        module.model.set_balance(self._balance(module.model.memory))
         module.model.description_dropout = float(self.description_dropout)
         if self.freeze_memory:
             module.model.freeze_memory(channels=False)
-        scale = previous["scale"].clone()
-        if self.stage_anchor > 0:
-            module.model.set_anchor(self._anchor(module, scale, previous))
-        module.model.set_balance(self._balance(module.model.memory))
         return module, scale
 
     def _anchor(self, module, scale, previous) -> StageAnchor | None:
@@ -528,9 +531,12 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         this stage does not train again (``None`` if it trains them all)."""
         column = self.description_column
         new = set(previous["rows"][column])
-        probe = pd.concat([stage["probe"] for stage in previous["stages_"]],
-                          ignore_index=True)
-        probe = probe[~probe[column].isin(new)]
+        kept, seen = [], set(new)
+        for stage in reversed(previous["stages_"]):  # a task's rows from its latest stage
+            probe = stage["probe"]
+            kept.append(probe[~probe[column].isin(seen)])
+            seen |= set(probe[column])
+        probe = pd.concat(kept[::-1], ignore_index=True)
         if probe.empty:
             return None
         rows = torch.as_tensor(self._pack(probe, reset=False))

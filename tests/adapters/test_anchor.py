@@ -64,7 +64,9 @@ def test_an_anchored_stage_moves_the_earlier_tasks_less(fam_base, fam, tmp_path)
     np.testing.assert_array_equal(after_first, alone.predict(fam.X_train[first]))
     # the anchored model saves, loads and pickles like any other
     qlsk.save(model, tmp_path / "m.qlsk")
-    np.testing.assert_allclose(qlsk.load(tmp_path / "m.qlsk").predict(fam.X_heldout[:5]),
+    loaded = qlsk.load(tmp_path / "m.qlsk")
+    assert loaded.stage_anchor == 100.0
+    np.testing.assert_allclose(loaded.predict(fam.X_heldout[:5]),
                                model.predict(fam.X_heldout[:5]), rtol=1e-6)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(
         fam.X_heldout[:5]), model.predict(fam.X_heldout[:5]))
@@ -89,6 +91,17 @@ def test_the_anchor_trains_beside_load_balancing(fam_base, fam):
                                   stage_anchor=10.0, **TINY)
     model.fit(fam.X_train[first], fam.y_train[first])
     model.fit(fam.X_train[second], fam.y_train[second])  # both terms, every step
+    assert np.isfinite(model.predict(fam.X_heldout[:5])).all()
+    usage = model.shared_model_.balance.usage
+    assert not torch.allclose(usage, torch.full_like(usage, 1 / usage.shape[-1]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_anchored_stage_trains_on_cuda(fam_base, fam):
+    first, second = _stages(fam)
+    model = SharedMemoryRegressor(base=fam_base, warm_start=True, device="cuda", **TINY)
+    model.fit(fam.X_train[first], fam.y_train[first])
+    model.fit(fam.X_train[second], fam.y_train[second])  # the anchor follows the module
     assert np.isfinite(model.predict(fam.X_heldout[:5])).all()
 
 

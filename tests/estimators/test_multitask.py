@@ -158,17 +158,19 @@ def test_few_shot_starts_from_the_shared_model(fam, shared):
 def test_few_shot_without_descriptions_ignores_what_they_say(fam, shared):
     rows, y = fam.X_heldout[:10], fam.y_heldout[:10]
     other = rows.assign(description="an unrelated sentence about something else")
-    blind = [FewShotRegressor(shared, **TINY).fit(X, y, use_description=False)
-             for X in (rows, other)]
+    blind = [FewShotRegressor(shared, regularization="fixed", **TINY).fit(
+        X, y, use_description=False) for X in (rows, other)]
     # trained and asked without a description, the text given is never read
     np.testing.assert_array_equal(blind[0].predict(rows, use_description=False),
                                   blind[1].predict(other, use_description=False))
-    described = FewShotRegressor(shared, **TINY).fit(rows, y)
+    described = FewShotRegressor(shared, regularization="fixed", **TINY).fit(rows, y)
     assert not np.allclose(described.predict(rows), blind[0].predict(rows,
                                                                       use_description=False))
     # the switch lasts one fit: the next fit reads the descriptions again
     again = blind[0].fit(rows, y)
     np.testing.assert_array_equal(again.predict(rows), described.predict(rows))
+    with pytest.raises(ValueError, match="needs regularization='fixed'"):
+        FewShotRegressor(shared, **TINY).fit(rows, y, use_description=False)
 
 
 def test_few_shot_under_the_evidence_shrinks_toward_the_shared_model(fam, shared):
