@@ -7,6 +7,7 @@ import time
 from numbers import Integral
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold, check_cv
@@ -99,6 +100,12 @@ class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         ``random_state``. ``cv=3`` fits in 0.6x the time, at 1.05x the error at
         n = 50 and the same error at n = 100 on the development tasks
         (``docs/benchmarks.md``).
+    n_jobs : int or None, default=None
+        Candidate-and-fold fits run in this many parallel processes (joblib; ``None``:
+        one after another in this process, ``-1``: every core). The folds' fits are
+        independent and each is seeded, so the choice and the predictions do not depend
+        on it beyond floating-point round-off (a process may use another number of
+        threads).
     random_state : int, RandomState or None, default=None
         Seeds the folds, and every candidate whose own ``random_state`` is ``None``
         (an int is passed on as it is, so a candidate fits exactly as it would alone
@@ -140,15 +147,19 @@ class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
         "candidates": [dict, None],
         "strategy": [StrOptions(set(STRATEGIES))],
         "cv": ["cv_object"],
+        "n_jobs": [Integral, None],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, base=None, *, candidates=None, strategy="stack", cv=5,
+    n_jobs = None  # what a model pickled before the parameter existed ran with
+
+    def __init__(self, base=None, *, candidates=None, strategy="stack", cv=5, n_jobs=None,
                  random_state=None):
         self.base = base
         self.candidates = candidates
         self.strategy = strategy
         self.cv = cv
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     def _candidates(self, seed) -> dict:
@@ -204,17 +215,16 @@ class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
                              "(cv) or fit one method directly")
         folds = list(splitter.split(X, y))
         candidates = self._candidates(seed)
+        fitted = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fold)(name, estimator, X_in, y, train, test)
+            for name, estimator in candidates.items() for train, test in folds)
         self.oof_predictions_, self.cv_results_ = {}, {}
-        for name, estimator in candidates.items():
+        for c, name in enumerate(candidates):
             oof, times = np.full(len(y), np.nan), []
-            for train, test in folds:
-                t0 = time.perf_counter()
-                try:
-                    model = clone(estimator).fit(_safe_indexing(X_in, train), y[train])
-                except (ValueError, TypeError) as exc:
-                    raise type(exc)(f"candidate {name!r} failed on a fold: {exc}") from exc
-                times.append(time.perf_counter() - t0)
-                oof[test] = np.ravel(model.predict(_safe_indexing(X_in, test)))
+            for (_, test), (seconds, predicted) in zip(
+                    folds, fitted[c * len(folds):(c + 1) * len(folds)]):
+                times.append(seconds)
+                oof[test] = predicted
             if np.isnan(oof).any():
                 raise ValueError("cv must put every row in exactly one test fold")
             self.oof_predictions_[name] = oof
@@ -271,6 +281,16 @@ class TransferRegressor(SharesFitted, RegressorMixin, BaseEstimator):
                        for n, m in self.estimators_.items())
         return gaussian_mixture([self.weights_[n] for n in self.estimators_],
                                 [_one(n, m, X_in, True) for n, m in self.estimators_.items()])
+
+
+def _fold(name, estimator, X, y, train, test) -> tuple[float, np.ndarray]:
+    """One candidate fitted on one fold: the fit's seconds and its test predictions."""
+    t0 = time.perf_counter()
+    try:
+        model = clone(estimator).fit(_safe_indexing(X, train), y[train])
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"candidate {name!r} failed on a fold: {exc}") from exc
+    return time.perf_counter() - t0, np.ravel(model.predict(_safe_indexing(X, test)))
 
 
 def _one(name, model, X, return_std):

@@ -125,6 +125,23 @@ def test_default_candidates_adapt_a_base_end_to_end():
         TransferRegressor(base=base, candidates=small, cv=3).fit(frame[["b", "a", "c"]], y)
 
 
+def test_parallel_folds_give_the_same_choice_and_predictions():
+    X, y = draw(30, 4)
+    base = MLPRegressor(hidden_layer_sizes=(16,), max_epochs=5, random_state=0).fit(
+        X, truth(X))
+    candidates = {**quick(), "lora": default_candidates()["lora"].set_params(
+        max_steps=50, l2_strengths=[1e-2])}
+    fits = [TransferRegressor(base=base, candidates=candidates, cv=3, n_jobs=jobs,
+                              random_state=0).fit(X, y) for jobs in (None, 2)]
+    # torch fits in worker processes too; another thread count may round otherwise
+    assert fits[0].weights_ == pytest.approx(fits[1].weights_, abs=1e-6)
+    for name in candidates:
+        np.testing.assert_allclose(fits[0].oof_predictions_[name],
+                                   fits[1].oof_predictions_[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fits[0].predict(X_TEST), fits[1].predict(X_TEST),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_grid_search_over_the_strategy():
     X, y = draw(40, 4)
     search = GridSearchCV(TransferRegressor(candidates=quick(), cv=3, random_state=0),
