@@ -38,6 +38,7 @@ from .described_tasks import (
     _base,
     _Family,
     _row,
+    _same_settings,
     _sequential_lora,
     add_family_arguments,
     chosen_families,
@@ -156,13 +157,6 @@ def make_config(args) -> dict:
                          f" (unknown: {unknown})")
     config["families"] = chosen_families(args)
     return config
-
-
-def _same_settings(previous: dict, config: dict) -> bool:
-    """A run may grow by families and seeds; every other setting must match."""
-    grown = ("families", "seeds")
-    return ({k: v for k, v in previous.items() if k not in grown}
-            == {k: v for k, v in config.items() if k not in grown})
 
 
 def main(argv=None) -> None:
