@@ -168,11 +168,11 @@ class SharedMemoryRegressor(_MemoryViews, _DescribedRegressor, _AdaptingRegresso
         kept (distillation, against forgetting; see :mod:`qlsk.adapters.anchor`),
         times ``stage_anchor``. At ``1`` each earlier task weighs as much as a new one;
         a task the stage trains again is not anchored. ``0``: none. The default was
-        chosen on the development families (seed 0), where it left earlier tasks 0.58x
-        the error replay left them after the last stage; on the report families 0.64x,
-        its forgetting 1.20x (``docs/multitask.md``). Training only: the first fit and
-        the fitted model do not use it; a stage's ``train_loss`` in ``history_``
-        includes it.
+        chosen on the development families (seed 0; 0.52x over seeds 0-2), where it
+        left earlier tasks 0.58x the error replay left them after the last stage; on
+        the report families 0.64x, its forgetting 1.20x (``docs/multitask.md``).
+        Training only: the first fit and the fitted model do not use it; a stage's
+        ``train_loss`` in ``history_`` includes it.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
