@@ -54,6 +54,8 @@ VARIANTS = {
     "memory-replay": {"replay_rows": 10},
     "anchor 1": {"stage_anchor": 1.0},
     "anchor 10": {"stage_anchor": 10.0},
+    "anchor 30": {"stage_anchor": 30.0},
+    "anchor 100": {"stage_anchor": 100.0},
     "replay + anchor 1": {"replay_rows": 10, "stage_anchor": 1.0},
     "replay + anchor 10": {"replay_rows": 10, "stage_anchor": 10.0},
 }
@@ -62,7 +64,9 @@ DEFAULTS = {
                                           "hidden", "lr", "batch_size", "rank", "n_atoms",
                                           "top_k", "block_size", "n_stages")},
     "base_epochs": DESCRIBED_FULL["base_epochs"], "max_epochs": DESCRIBED_FULL["max_epochs"],
-    "seeds": [0, 1, 2], "encoder": "semantic", "variants": list(VARIANTS),
+    "seeds": [0, 1, 2], "encoder": "semantic",
+    "variants": ["memory", "memory-replay", "anchor 1", "anchor 10", "replay + anchor 1",
+                 "replay + anchor 10"],
 }
 
 
@@ -164,7 +168,8 @@ def main(argv=None) -> None:
                                      description=__doc__.splitlines()[0])
     add_family_arguments(parser)
     parser.add_argument("--variants", nargs="+", default=None,
-                        help=f"default: all of {list(VARIANTS)}")
+                        help=f"among {list(VARIANTS)}; default: "
+                        f"{DEFAULTS['variants']}")
     parser.add_argument("--base-epochs", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--n-stages", type=int, default=None)
