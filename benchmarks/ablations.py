@@ -42,7 +42,14 @@ from .cells import (
     rmse_sd,
     sizes_on_one_base,
 )
-from .run import DEFAULTS, add_grid_arguments, resolve_tasks, run_serially
+from .run import (
+    DEFAULTS,
+    add_grid_arguments,
+    add_max_steps_argument,
+    capped_steps,
+    resolve_tasks,
+    run_serially,
+)
 from .stats import paired_summary
 
 # name: (QueryableLoraRegressor options over the full method, what it removes)
@@ -93,9 +100,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
                   "batch_size": config["batch_size"], "regularization": config["regularization"],
                   "output_calibration": config["output_calibration"],
-                  "random_state": _seed(task_name, seed, n_train)}
-        if "max_steps" in config:  # recorded only when given, so older runs still resume
-            common["max_steps"] = config["max_steps"]
+                  "random_state": _seed(task_name, seed, n_train), **capped_steps(config)}
         ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
               "block_size": config["block_size"], **common}
         models = {v: QueryableLoraRegressor(**{**ql, **_variant_options(config, v, task_name)})
@@ -263,9 +268,7 @@ def main(argv=None) -> None:
                         help="the adapters' regime (default fixed, as reported first; "
                              "evidence: the estimators' default, without the per-epoch "
                              "gradient diagnostics, which need epochs)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="full-batch steps per strength under evidence (default: the "
-                             "estimators' 2,000)")
+    add_max_steps_argument(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the cells finished so far")
     args = parser.parse_args(argv)

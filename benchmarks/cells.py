@@ -104,10 +104,10 @@ def _models(config, task_name, description, base, seed, n_features):
 def matched_lora_rank(ql: QueryableLoraRegressor, base: MLPRegressor, n_features: int) -> int:
     """The LoRA rank whose trainable parameter count is closest to Queryable LoRA's."""
     X, y = np.zeros((2, n_features)), np.zeros(2)
-    n_ql = clone(ql).set_params(max_epochs=1, random_state=0).fit(X, y).n_trainable_params_
-    per_rank = LoraRegressor(base=base, rank=1, max_epochs=1, random_state=0,
-                             output_calibration=ql.output_calibration).fit(
-        X, y).n_trainable_params_
+    one_epoch = {"regularization": "fixed", "max_epochs": 1, "random_state": 0}  # counted
+    n_ql = clone(ql).set_params(**one_epoch).fit(X, y).n_trainable_params_
+    per_rank = LoraRegressor(base=base, rank=1, output_calibration=ql.output_calibration,
+                             **one_epoch).fit(X, y).n_trainable_params_
     return max(1, int(round(n_ql / per_rank)))
 
 

@@ -34,7 +34,7 @@ from qlsk import LoraRegressor, MultiFidelityGPRegressor
 from .cells import _seed, sizes_on_one_base
 from .defaults import COMMON
 from .regularization import add_split_argument, development_split
-from .run import add_grid_arguments, grid_config, serial_study
+from .run import add_grid_arguments, add_max_steps_argument, capped_steps, grid_config, serial_study
 
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1], "n_source": 2000,
         "n_test": 2000}
@@ -44,9 +44,9 @@ LEVEL = 0.9
 Z = 1.6448536269514722  # the standard normal's 95% quantile: a central 90% interval
 
 
-def _estimators(base, seed: int) -> dict:
+def _estimators(base, seed: int, config: dict) -> dict:
     return {"gp": MultiFidelityGPRegressor(base=base, random_state=seed),
-            "lora": LoraRegressor(base=base, random_state=seed)}
+            "lora": LoraRegressor(base=base, random_state=seed, **capped_steps(config))}
 
 
 def _scores(low, high, noisy, clean, scale: float) -> dict:
@@ -68,7 +68,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             rng = np.random.default_rng(_seed(task_name, seed, n_train, "test-noise"))
             noisy = task.y_test + rng.normal(0.0, task.noise_std, size=len(task.y_test))
             key = {"task": task_name, "seed": seed, "n_train": n_train}
-            for name, estimator in _estimators(base, s).items():
+            for name, estimator in _estimators(base, s, config).items():
                 t0 = time.perf_counter()
                 mean, std = clone(estimator).fit(task.X_train, task.y_train).predict(
                     task.X_test, return_std=True)
@@ -112,6 +112,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.conformal",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "1 task, n = 50, 1 seed")
+    add_max_steps_argument(parser)
     add_split_argument(parser)
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)

@@ -36,7 +36,7 @@ from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer
-from .run import add_grid_arguments, grid_config, serial_study
+from .run import add_grid_arguments, add_max_steps_argument, capped_steps, grid_config, serial_study
 from .stats import paired_summary, ratio_line
 
 TASKS = ["park91a-lf-to-hf", "friedman-sine-doubled", "robot-3-to-4-segments",
@@ -69,8 +69,7 @@ def _models(config, task, base, seed, n_train) -> dict:
                                                      random_state=seed)
                        for kind in ("ar1", "nargp")})
     # the adapters at their defaults; --max-steps caps their fits (for a quick check only)
-    capped = {} if config.get("max_steps") is None else {"max_steps": config["max_steps"]}
-    models.update({name: cls(base=base, random_state=seed, **capped)
+    models.update({name: cls(base=base, random_state=seed, **capped_steps(config))
                    for name, cls in ADAPTERS.items()})
     return models
 
@@ -173,15 +172,13 @@ def main(argv=None) -> None:
                         help="the smallest n the variational GPs are fitted at (default 1000)")
     parser.add_argument("--no-subset-gp", dest="subset_gp", action="store_false",
                         help="no exact GPs on a subset above --exact-max rows")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="cap the adapters' full-batch steps per strength (default: "
-                             "theirs, 2000)")
+    add_max_steps_argument(parser)
     parser.add_argument("--svgp-steps", type=int, default=None,
                         help="Adam steps of each variational GP (default 2000)")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
     config["subset_gp"] = args.subset_gp
-    for key in ("exact_max", "svgp_min", "svgp_steps", "max_steps"):
+    for key in ("exact_max", "svgp_min", "svgp_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     serial_study(run_cell, config, args, "growing_n", lambda df: [

@@ -30,7 +30,14 @@ from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer
-from .run import add_grid_arguments, grid_config, resolve_tasks, serial_study
+from .run import (
+    add_grid_arguments,
+    add_max_steps_argument,
+    capped_steps,
+    grid_config,
+    resolve_tasks,
+    serial_study,
+)
 from .stats import paired_summary, ratio_line, scaled_interval_scores
 
 # The tasks and seeds the evidence defaults were chosen on (kept out of "unseen").
@@ -45,11 +52,11 @@ QUICK = {"tasks": ["park91a-lf-to-hf", "borehole-lf-to-hf"], "sizes": [50], "see
          "n_source": 1000, "n_test": 1000}
 
 
-def _arms(task, base, seed: int):
+def _arms(task, base, seed: int, config: dict):
     for name, cls in ADAPTERS.items():
         extra = ({"task_description": task.description}
                  if cls is QueryableLoraRegressor else {})
-        yield name, cls(base=base, random_state=seed, **extra)
+        yield name, cls(base=base, random_state=seed, **extra, **capped_steps(config))
         yield f"{name}-fixed", cls(base=base, random_state=seed, regularization="fixed",
                                    **extra)
     for peer in PEERS:
@@ -63,7 +70,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
     for n_train, task, base in sizes_on_one_base(config, task_name, seed):
         rng = np.random.default_rng(_seed(task_name, seed, n_train, "test-noise"))
         noisy = task.y_test + rng.normal(0.0, task.noise_std, size=len(task.y_test))
-        for arm, model in _arms(task, base, _seed(task_name, seed, n_train)):
+        for arm, model in _arms(task, base, _seed(task_name, seed, n_train), config):
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
@@ -162,6 +169,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.regularization",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
+    add_max_steps_argument(parser)
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
     serial_study(run_cell, config, args, "regularization", lambda df: [

@@ -81,11 +81,24 @@ def add_grid_arguments(parser, quick_help: str) -> None:
     parser.add_argument("--n-test", type=int, default=None)
 
 
+def add_max_steps_argument(parser) -> None:
+    """``--max-steps``: a cap on the adapters' full-batch steps, for quick checks."""
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="full-batch steps per strength under the evidence (default: "
+                             "the estimators' 2,000; a smaller cap is for quick checks)")
+
+
+def capped_steps(config: dict) -> dict:
+    """The adapters' ``max_steps`` where ``--max-steps`` was given, else nothing: the
+    value is recorded in ``config.json`` only when given, so older runs still resume."""
+    return {} if config.get("max_steps") is None else {"max_steps": config["max_steps"]}
+
+
 def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
     """``common`` with the preset ``args.quick`` picks, then the options given."""
     config = {**common, **(quick if args.quick else full)}
-    config.update({key: getattr(args, key) for key in GRID_KEYS
-                   if getattr(args, key) is not None})
+    config.update({key: getattr(args, key) for key in (*GRID_KEYS, "max_steps")
+                   if getattr(args, key, None) is not None})
     return resolve_tasks(config)
 
 

@@ -44,7 +44,7 @@ from qlsk.simlib import load_task
 from qlsk.tuning import make_storage, refit_best, tune
 
 from .cells import _seed, pretrain_base, rmse_sd
-from .run import DEFAULTS, resolve_tasks
+from .run import DEFAULTS, add_max_steps_argument, capped_steps, resolve_tasks
 from .runner import executor
 from .stats import paired_summary
 
@@ -91,9 +91,7 @@ def study_name(task: str, seed: int, method: str) -> str:
 def _estimator(method: str, base, description: str, seed: int, config: dict):
     # "fixed": the study as it was first run (docs/benchmarks.md); "evidence": the default
     common = {"base": base, "batch_size": config["batch_size"], "random_state": seed,
-              "regularization": config["regularization"]}
-    if "max_steps" in config:  # recorded only when given, so older runs still resume
-        common["max_steps"] = config["max_steps"]
+              "regularization": config["regularization"], **capped_steps(config)}
     if method == "lora":
         return LoraRegressor(**common)
     if method in ("ql", "ql-noise"):
@@ -405,9 +403,7 @@ def main(argv=None) -> None:
                         help="the adapters' regime (default fixed, as first run; evidence: "
                              "the estimators' default, searched without weight decay, "
                              "epochs or pruning)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="full-batch steps per strength under evidence (default: the "
-                             "estimators' 2,000)")
+    add_max_steps_argument(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the studies finished so far")
     args = parser.parse_args(argv)

@@ -140,7 +140,7 @@ class GPDiscrepancyRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     >>> task = load_task("park91a-lf-to-hf", n_source=200, n_train=30, random_state=0)
     >>> base = MLPRegressor(max_epochs=5, random_state=0).fit(task.X_source, task.y_source)
     >>> model = GPDiscrepancyRegressor(
-    ...     LoraRegressor(base=base, rank=2, max_epochs=5, random_state=0), cv=3,
+    ...     LoraRegressor(base=base, rank=2, max_steps=200, random_state=0), cv=3,
     ...     random_state=0)
     >>> model.fit(task.X_train, task.y_train).predict(task.X_test[:2]).shape
     (2,)

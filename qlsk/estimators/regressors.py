@@ -330,7 +330,8 @@ class FineTuneRegressor(_AdaptingRegressor):
     >>> from qlsk.simlib import load_task
     >>> task = load_task("park91a-lf-to-hf", n_source=200, random_state=0)
     >>> base = MLPRegressor(max_epochs=5, random_state=0).fit(task.X_source, task.y_source)
-    >>> model = FineTuneRegressor(base=base, max_epochs=5, random_state=0)
+    >>> # the evidence's path, capped at 200 full-batch steps per strength for a quick look
+    >>> model = FineTuneRegressor(base=base, max_steps=200, random_state=0)
     >>> model.fit(task.X_train, task.y_train).predict(task.X_test[:2]).shape
     (2,)
     """
@@ -480,7 +481,7 @@ class LoraRegressor(_AdaptingRegressor):
     >>> from qlsk import LoraRegressor
     >>> from qlsk.simlib import load_task
     >>> task = load_task("park91a-lf-to-hf", random_state=0)
-    >>> LoraRegressor(rank=2, max_epochs=3, random_state=0).fit(
+    >>> LoraRegressor(rank=2, max_steps=200, random_state=0).fit(  # 200: a quick look
     ...     task.X_train, task.y_train).predict(task.X_test[:2]).shape
     (2,)
     """
@@ -696,8 +697,8 @@ class QueryableLoraRegressor(LoraRegressor):
     >>> from qlsk import QueryableLoraRegressor
     >>> from qlsk.simlib import load_task
     >>> task = load_task("park91a-lf-to-hf", random_state=0)
-    >>> model = QueryableLoraRegressor(rank=4, n_atoms=8, max_epochs=3, random_state=0,
-    ...                                task_description=task.description)
+    >>> model = QueryableLoraRegressor(rank=4, n_atoms=8, max_steps=200, random_state=0,
+    ...                                task_description=task.description)  # a quick look
     >>> model.fit(task.X_train, task.y_train).atom_usage(task.X_test[:5]).shape
     (2, 5, 8)
     """

@@ -84,7 +84,8 @@ def test_defaults_benchmark_compares_defaults_with_alternatives(tmp_path):
 
     output = tmp_path / "defaults"
     defaults.main(["--tasks", "forrester-lf-to-hf", "--sizes", "12", "--seeds", "0",
-                   "--n-source", "80", "--n-test", "60", "--output", str(output)])
+                   "--n-source", "80", "--n-test", "60", "--max-steps", "50",
+                   "--output", str(output)])
     df = pd.read_csv(output / "results.csv").set_index("arm")
     assert list(df.index) == list(defaults.ARMS)
     text = (output / "defaults.md").read_text()

@@ -10,7 +10,7 @@ from qlsk import MLPRegressor, MultiFidelityGPRegressor
 from qlsk.simlib import load_task
 
 TINY = ["--tasks", "forrester-lf-to-hf", "--sizes", "20", "--seeds", "0", "--n-source", "150",
-        "--n-test", "100"]
+        "--n-test", "100", "--max-steps", "50"]
 
 
 def test_tiny_run_scores_both_intervals_of_both_estimators_and_resumes(tmp_path, capsys):

@@ -7,7 +7,7 @@ from benchmarks.regularization import ADAPTERS, PEERS, main
 from benchmarks.stats import interval_scores
 
 TINY = ["--tasks", "forrester-lf-to-hf", "--sizes", "20", "--seeds", "0", "--n-source", "150",
-        "--n-test", "100"]
+        "--n-test", "100", "--max-steps", "50"]
 
 
 def test_tiny_run_writes_every_arm_and_scores_intervals(tmp_path, capsys):

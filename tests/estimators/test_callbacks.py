@@ -54,7 +54,8 @@ def test_records_one_finite_norm_per_layer_every_epoch(data, cls, kwargs):
 
 def test_norms_are_the_adapter_gradients_for_adapters_and_weights_for_finetuning(data):
     X, y, base = data
-    lora = LoraRegressor(base=base, rank=2, max_epochs=1, random_state=0).fit(X, y)
+    lora = LoraRegressor(base=base, rank=2, max_epochs=1, regularization="fixed",
+                         random_state=0).fit(X, y)
     module = lora.module_
     loss = module(torch.as_tensor(X, dtype=torch.float32)).pow(2).mean()
     module.zero_grad()
@@ -65,7 +66,8 @@ def test_norms_are_the_adapter_gradients_for_adapters_and_weights_for_finetuning
     expected = torch.sqrt(first.lora_A.grad.pow(2).sum() + first.lora_B.grad.pow(2).sum())
     assert norms[0] == pytest.approx(float(expected))
 
-    tuned = FineTuneRegressor(base=base, max_epochs=1, random_state=0).fit(X, y).module_
+    tuned = FineTuneRegressor(base=base, max_epochs=1, regularization="fixed",
+                              random_state=0).fit(X, y).module_
     tuned.zero_grad()
     tuned(torch.as_tensor(X, dtype=torch.float32)).pow(2).mean().backward()
     linears = [m for m in tuned.modules() if isinstance(m, torch.nn.Linear)]

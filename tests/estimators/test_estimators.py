@@ -183,7 +183,8 @@ def test_reproducible_with_random_state(task):
 
 
 def test_pickle_and_save_load(base, task, tmp_path):
-    model = QueryableLoraRegressor(base=base, rank=4, n_atoms=6, max_epochs=3, random_state=0,
+    model = QueryableLoraRegressor(base=base, rank=4, n_atoms=6, max_steps=100,
+                                   l2_strengths=[1e-1, 1e-3], random_state=0,
                                    task_description="park function, high fidelity")
     model.fit(pd.DataFrame(task.X_train, columns=list("abcd")), task.y_train)
     X = pd.DataFrame(task.X_test[:20], columns=list("abcd"))

@@ -23,6 +23,8 @@ from qlsk.estimators._net import _Batches
 from qlsk.text import embed
 
 TINY = {"max_epochs": 2, "batch_size": 16, "random_state": 0}
+# few-shot under its default regime (the evidence), on a short path
+FEW_SHOT = {**TINY, "max_steps": 100, "l2_strengths": [1e-1, 1e-3]}
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +142,14 @@ def test_few_shot_starts_from_the_shared_model(fam, shared):
     rows, y = fam.X_heldout[:10], fam.y_heldout[:10]
     before = _memory(shared)
     prediction = shared.predict(rows)
-    few = FewShotRegressor(shared, **TINY).fit(rows, y)
+    few = FewShotRegressor(shared, **FEW_SHOT).fit(rows, y)
     assert few.n_trainable_params_ < shared.n_trainable_params_
     for key, value in _memory(few).items():  # memory frozen by default
         torch.testing.assert_close(value, before[key])
     np.testing.assert_allclose(shared.predict(rows), prediction)  # shared untouched
     assert not np.allclose(few.predict(rows), prediction)
     assert clone(few).shared is shared
-    free = FewShotRegressor(shared, freeze_memory=False, **TINY).fit(rows, y)
+    free = FewShotRegressor(shared, freeze_memory=False, **FEW_SHOT).fit(rows, y)
     assert not torch.allclose(_memory(free)["atom_deltas"], before["atom_deltas"])
     with pytest.raises(ValueError, match="the shared model was fitted on 3"):
         FewShotRegressor(shared, **TINY).fit(rows.assign(x4=1.0), y)
@@ -389,8 +391,7 @@ def test_save_refuses_what_json_and_a_qlsk_mlp_cannot_hold(fam, base, tmp_path):
 def test_pickles_naming_the_old_module_paths_still_load(fam, shared):
     # Before the estimators were split by concern these classes lived elsewhere, and a
     # pickle names each class's module: rewrite today's paths to those and load.
-    few = FewShotRegressor(shared, max_epochs=1, random_state=0).fit(
-        fam.X_heldout.iloc[:8], fam.y_heldout[:8])
+    few = FewShotRegressor(shared, **FEW_SHOT).fit(fam.X_heldout.iloc[:8], fam.y_heldout[:8])
     old = {b"qlsk.estimators.fewshot\nFewShotRegressor":
            b"qlsk.estimators.multitask\nFewShotRegressor",
            b"qlsk.estimators._described\n_TaskNet": b"qlsk.estimators.multitask\n_TaskNet",

@@ -82,7 +82,8 @@ def test_intervals_widen_away_from_the_data(data):
 
 def test_same_random_state_gives_the_same_numbers(data):
     base, X, y, X_test, _, _ = data
-    first = QueryableLoraRegressor(base=base, random_state=3, rank=2, n_atoms=4).fit(X, y)
+    first = QueryableLoraRegressor(base=base, random_state=3, rank=2, n_atoms=4,
+                                   l2_strengths=[1.0, 0.1, 0.01], max_steps=200).fit(X, y)
     second = clone(first).fit(X, y)
     np.testing.assert_array_equal(first.predict(X_test), second.predict(X_test))
     assert first.regularization_path_ == second.regularization_path_
@@ -90,7 +91,8 @@ def test_same_random_state_gives_the_same_numbers(data):
 
 def test_cross_validation_mode(data):
     base, X, y, X_test, y_test, _ = data
-    model = LoraRegressor(base=base, rank=2, regularization="cv", random_state=0).fit(X, y)
+    model = LoraRegressor(base=base, rank=2, regularization="cv", l2_strengths=[1.0, 0.1, 0.01],
+                          max_steps=200, random_state=0).fit(X, y)
     errors = [row["cv_error"] for row in model.regularization_path_]
     assert np.all(np.isfinite(errors))
     assert model.l2_strength_ == model.regularization_path_[int(np.argmin(errors))]["strength"]
@@ -180,7 +182,7 @@ def test_saved_and_loaded_model_keeps_its_intervals(data, tmp_path):
 
     base, X, y, X_test, _, _ = data
     model = QueryableLoraRegressor(base=base, rank=2, n_atoms=4, l2_strengths=[1.0, 0.1],
-                                   random_state=0).fit(X, y)
+                                   max_steps=200, random_state=0).fit(X, y)
     qlsk.save(model, tmp_path / "m.qlsk")
     loaded = qlsk.load(tmp_path / "m.qlsk")
     for got, want in zip(loaded.predict(X_test[:50], return_std=True),

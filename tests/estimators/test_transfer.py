@@ -114,7 +114,7 @@ def test_default_candidates_adapt_a_base_end_to_end():
         frame, truth(X) + 0.3 * frame["a"])
     small = default_candidates()
     for name in ("finetune", "lora"):
-        small[name].set_params(max_steps=100)
+        small[name].set_params(max_steps=100, l2_strengths=[1e-1, 1e-3])
     auto = TransferRegressor(base=base, candidates=small, cv=3, random_state=0).fit(frame, y)
     assert set(auto.cv_results_) == {"gp", "finetune", "lora"}
     assert auto.chosen_ in auto.cv_results_

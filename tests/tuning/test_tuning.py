@@ -71,7 +71,7 @@ def test_in_memory_search_is_reproducible_and_refits_the_best(data):
     est = QueryableLoraRegressor(base=base, max_epochs=5, max_steps=30, l2_strengths=FEW,
                                  random_state=0,
                                  task_description=task.description)
-    runs = [tune(est, task.X_train, task.y_train, n_trials=4, random_state=1)
+    runs = [tune(est, task.X_train, task.y_train, n_trials=4, cv=3, random_state=1)
             for _ in range(2)]
     (study, best), (study2, _) = runs
     assert len(study.trials) == 4 and set(states(study)) == {TrialState.COMPLETE}
@@ -160,8 +160,9 @@ def test_every_trial_fits_the_parameters_it_records(data):
 def test_a_study_refuses_trials_of_another_estimator(data, tmp_path):
     task, base = data
     journal = tmp_path / "study.log"
-    tune(LoraRegressor(base=base, max_epochs=1), task.X_train, task.y_train, n_trials=1,
-         cv=2, storage=journal, study_name="lora", search_space={"rank": IntDistribution(1, 2)})
+    tune(LoraRegressor(base=base, max_steps=30, l2_strengths=FEW), task.X_train, task.y_train,
+         n_trials=1, cv=2, storage=journal, study_name="lora",
+         search_space={"rank": IntDistribution(1, 2)})
     queryable = QueryableLoraRegressor(base=base, max_epochs=1)
     with pytest.raises(ValueError, match="'lora' was made with LoraRegressor"):
         check_study(queryable, journal, "lora")
