@@ -8,7 +8,8 @@ settings as that study, so its rows of the variants both run are the same number
 A variant is a set of parameters applied from the second stage on: replaying kept rows
 (``replay_rows``), the anchor (``stage_anchor``: the earlier tasks' predictions on
 their kept rows held near the last stage's, :mod:`qlsk.adapters.anchor`), or both;
-every variant starts from ``stage_anchor=0``.
+every variant starts from ``stage_anchor=0`` and 32 kept rows per task, as first run
+(``kept_rows``, which decides what every stage keeps, applies from the first stage).
 
 Reported per variant, paired with the reference variant (replay, the best guard the
 multi-task study found) on the same family, seed and task:
@@ -56,6 +57,7 @@ VARIANTS = {
     "anchor 10": {"stage_anchor": 10.0},
     "anchor 30": {"stage_anchor": 30.0},
     "anchor 100": {"stage_anchor": 100.0},
+    "anchor 10, 100 rows": {"stage_anchor": 10.0, "kept_rows": 100},  # the defaults
     "replay + anchor 1": {"replay_rows": 10, "stage_anchor": 1.0},
     "replay + anchor 10": {"replay_rows": 10, "stage_anchor": 10.0},
 }

@@ -337,8 +337,9 @@ def continual_variants(config: dict) -> dict:
 def continual(config: dict, data: _Family, base, encoder: str,
               variants: dict | None = None) -> tuple[list[dict], dict]:
     """The shared memory over stages, once per variant (name to the parameters set from
-    the second stage on; default :func:`continual_variants`): every task seen so far
-    scored after every stage, and the routing after each stage."""
+    the second stage on, but ``kept_rows``, which sets what every stage keeps, from the
+    first; default :func:`continual_variants`): every task seen so far scored after
+    every stage, and the routing after each stage."""
     rows, figures = [], {}
     stages = data.stages(config["n_stages"])
     variants = continual_variants(config) if variants is None else variants
@@ -347,6 +348,7 @@ def continual(config: dict, data: _Family, base, encoder: str,
             base=base, text_encoder=encoder, rank=config["rank"], n_atoms=config["n_atoms"],
             top_k=config["top_k"], block_size=config["block_size"], warm_start=True,
             stage_anchor=0.0,  # as first measured: a variant switches the anchor on
+            kept_rows=later.get("kept_rows", 32),  # likewise, 32 kept rows per task
             **_common(config, _seed(data.name, data.seed, encoder, "continual")))
         seen, usage, drift = [], [], []
         for stage, members in enumerate(stages):

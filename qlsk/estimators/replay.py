@@ -1,7 +1,8 @@
 """Replay for continual stages: a few kept rows of every earlier task train again.
 
-Every stage of a :class:`~qlsk.SharedMemoryRegressor` keeps up to ``PROBE_ROWS`` rows per
-task with their targets (its ``probe``, which :meth:`route_drift` also rescores). With
+Every stage of a :class:`~qlsk.SharedMemoryRegressor` keeps the first ``kept_rows`` rows
+of each task with their targets (its ``probe``, which :meth:`route_drift` rescores and
+the stage anchor holds). With
 ``replay_rows=n`` a warm-started stage trains on its own rows plus the first ``n`` kept
 rows of every task of the earlier stages: experience replay (e.g. Rolnick et al. 2019),
 the plainest guard against forgetting.
@@ -12,14 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PROBE_ROWS = 32  # rows per task kept from every stage (route drift, replay)
 
-
-def keep_rows(X: pd.DataFrame, y, column: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The first :data:`PROBE_ROWS` rows of every task of ``X`` (by ``column``) and
-    their targets, as a 2-D float array."""
+def keep_rows(X: pd.DataFrame, y, column: str, n_rows: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The first ``n_rows`` rows of every task of ``X`` (by ``column``) and their
+    targets, as a 2-D float array."""
     X = X.reset_index(drop=True)
-    kept = X.groupby(column, sort=True).head(PROBE_ROWS)
+    kept = X.groupby(column, sort=True).head(n_rows)
     y = np.asarray(y, dtype=np.float64)
     return kept, y.reshape(len(y), -1)[kept.index.to_numpy()]
 

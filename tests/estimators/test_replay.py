@@ -6,7 +6,8 @@ import pytest
 
 import qlsk
 from qlsk import SharedMemoryRegressor
-from qlsk.estimators.replay import PROBE_ROWS, keep_rows, with_replay
+from qlsk.adapters.prior_map import SharedMemoryModel
+from qlsk.estimators.replay import keep_rows, with_replay
 
 TINY = {"max_epochs": 1, "random_state": 0}
 
@@ -21,8 +22,9 @@ def _frame(n_tasks=3, n=40, seed=0):
 
 def test_each_stage_keeps_rows_with_their_targets():
     X, y = _frame()
-    kept, kept_y = keep_rows(X, y, "description")
-    assert len(kept) == 3 * PROBE_ROWS and kept_y.shape == (3 * PROBE_ROWS, 1)
+    kept, kept_y = keep_rows(X, y, "description", 32)
+    assert len(kept) == 3 * 32 and kept_y.shape == (3 * 32, 1)
+    assert len(keep_rows(X, y, "description", 100)[0]) == len(X)  # 40 rows per task: all
     rows = X.reset_index(drop=True)
     for position, (_, row) in zip(kept.index, kept.iterrows()):
         assert row.x == rows.x[position]
@@ -32,7 +34,7 @@ def test_each_stage_keeps_rows_with_their_targets():
 def test_replay_appends_n_rows_per_earlier_task():
     X1, y1 = _frame(seed=1)
     X2, y2 = _frame(n_tasks=2, n=10, seed=2)
-    kept, kept_y = keep_rows(X1, y1, "description")
+    kept, kept_y = keep_rows(X1, y1, "description", 32)
     stage = {"probe": kept, "probe_y": kept_y}
     X_all, y_all = with_replay(X2, y2, [stage], "description", 5)
     assert len(X_all) == len(X2) + 3 * 5 and y_all.shape == (len(X_all),)
@@ -72,6 +74,40 @@ def test_a_replayed_stage_trains_on_the_earlier_rows_and_is_saved(fam, fam_base,
 
 
 def test_replay_rows_is_bounded_by_the_kept_rows(fam, fam_base):
-    with pytest.raises(ValueError, match="replay_rows"):
-        SharedMemoryRegressor(base=fam_base, replay_rows=PROBE_ROWS + 1).fit(
+    with pytest.raises(ValueError, match="replay_rows=101 is more than the kept_rows=100"):
+        SharedMemoryRegressor(base=fam_base, replay_rows=101).fit(fam.X_train, fam.y_train)
+    with pytest.raises(ValueError, match="replay_rows=6 is more than the kept_rows=5"):
+        SharedMemoryRegressor(base=fam_base, replay_rows=6, kept_rows=5).fit(
             fam.X_train, fam.y_train)
+    with pytest.raises(ValueError, match="kept_rows"):
+        SharedMemoryRegressor(base=fam_base, kept_rows=0).fit(fam.X_train, fam.y_train)
+
+
+def test_kept_rows_is_what_every_stage_keeps_and_what_the_anchor_holds(
+        fam, fam_base, tmp_path, monkeypatch):
+    first = np.isin(fam.groups_train, fam.train_members[:4])
+    anchored = []
+    set_anchor = SharedMemoryModel.set_anchor
+
+    def record(self, anchor):  # the real method, with the anchor's row count noted
+        if anchor is not None:
+            anchored.append(len(anchor.rows))
+        return set_anchor(self, anchor)
+
+    monkeypatch.setattr(SharedMemoryModel, "set_anchor", record)
+    model = SharedMemoryRegressor(base=fam_base, warm_start=True, kept_rows=5, **TINY)
+    model.fit(fam.X_train[first], fam.y_train[first])
+    probe = model.stages_[0]["probe"]
+    assert (probe.groupby("description").size() == 5).all() and len(probe) == 4 * 5
+    model.fit(fam.X_train[~first], fam.y_train[~first])
+    assert anchored == [4 * 5]  # the four earlier tasks, on their five kept rows each
+    qlsk.save(model, tmp_path / "m.qlsk")
+    loaded = qlsk.load(tmp_path / "m.qlsk")
+    assert loaded.kept_rows == 5
+    pd.testing.assert_frame_equal(loaded.stages_[0]["probe"].reset_index(drop=True),
+                                  probe.reset_index(drop=True), check_dtype=False)
+    default = SharedMemoryRegressor(base=fam_base, **TINY).fit(fam.X_train[first],
+                                                                fam.y_train[first])
+    per_task = first.sum() // 4
+    assert (default.stages_[0]["probe"].groupby("description").size()
+            == min(100, per_task)).all()
