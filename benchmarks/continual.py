@@ -8,8 +8,9 @@ settings as that study, so its rows of the variants both run are the same number
 A variant is a set of parameters applied from the second stage on: replaying kept rows
 (``replay_rows``), the anchor (``stage_anchor``: the earlier tasks' predictions on
 their kept rows held near the last stage's, :mod:`qlsk.adapters.anchor`), or both;
-every variant starts from ``stage_anchor=0`` and 32 kept rows per task, as first run
-(``kept_rows``, which decides what every stage keeps, applies from the first stage).
+every variant starts from ``stage_anchor=0`` and 32 kept rows per task, as first run,
+unless it sets ``kept_rows``, which decides what every stage keeps and so applies from
+the first stage.
 
 Reported per variant, paired with the reference variant (replay, the best guard the
 multi-task study found) on the same family, seed and task:

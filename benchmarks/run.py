@@ -97,8 +97,10 @@ def capped_steps(config: dict) -> dict:
 def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
     """``common`` with the preset ``args.quick`` picks, then the options given."""
     config = {**common, **(quick if args.quick else full)}
-    config.update({key: getattr(args, key) for key in (*GRID_KEYS, "max_steps")
-                   if getattr(args, key, None) is not None})
+    config.update({key: getattr(args, key) for key in GRID_KEYS
+                   if getattr(args, key) is not None})
+    if getattr(args, "max_steps", None) is not None:  # the studies that take --max-steps
+        config["max_steps"] = args.max_steps
     return resolve_tasks(config)
 
 

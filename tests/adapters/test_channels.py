@@ -183,9 +183,16 @@ def test_older_models_load_and_unpickle_as_the_prior_alone(fam, fam_base, tmp_pa
     assert loaded.channels == "prior"
     np.testing.assert_array_equal(loaded.predict(fam.X_heldout), old.predict(fam.X_heldout))
     pickled = pickle.loads(pickle.dumps(old))
-    del pickled.__dict__["channels"], pickled.__dict__["replay_rows"]  # as pickled before
+    for name in ("channels", "replay_rows", "stage_anchor", "kept_rows"):
+        del pickled.__dict__[name]  # as pickled before these parameters existed
     assert pickled.get_params()["channels"] == "prior"
     assert pickled.get_params()["replay_rows"] == 0
+    # an old model's next stage anchors and keeps rows as a new model's would
+    assert pickled.get_params()["stage_anchor"] == 10.0
+    assert pickled.get_params()["kept_rows"] == 100
+    for name in ("stage_anchor", "kept_rows"):
+        assert qlsk.load(without_param(tmp_path / "m.qlsk", name, tmp_path / f"{name}.qlsk")
+                         ).get_params()[name] == SharedMemoryRegressor().get_params()[name]
 
 
 def test_freeze_memory_keeps_the_memory_and_trains_new_channels(fam, fam_base, tmp_path):

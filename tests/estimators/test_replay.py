@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 import qlsk
 from qlsk import SharedMemoryRegressor
@@ -74,8 +75,11 @@ def test_a_replayed_stage_trains_on_the_earlier_rows_and_is_saved(fam, fam_base,
 
 
 def test_replay_rows_is_bounded_by_the_kept_rows(fam, fam_base):
+    model = SharedMemoryRegressor(base=fam_base, **TINY).fit(fam.X_train, fam.y_train)
     with pytest.raises(ValueError, match="replay_rows=101 is more than the kept_rows=100"):
-        SharedMemoryRegressor(base=fam_base, replay_rows=101).fit(fam.X_train, fam.y_train)
+        model.set_params(replay_rows=101).fit(fam.X_train, fam.y_train)
+    with pytest.raises(NotFittedError):  # a refused refit leaves no earlier fit behind
+        model.predict(fam.X_train)
     with pytest.raises(ValueError, match="replay_rows=6 is more than the kept_rows=5"):
         SharedMemoryRegressor(base=fam_base, replay_rows=6, kept_rows=5).fit(
             fam.X_train, fam.y_train)
@@ -106,8 +110,6 @@ def test_kept_rows_is_what_every_stage_keeps_and_what_the_anchor_holds(
     assert loaded.kept_rows == 5
     pd.testing.assert_frame_equal(loaded.stages_[0]["probe"].reset_index(drop=True),
                                   probe.reset_index(drop=True), check_dtype=False)
-    default = SharedMemoryRegressor(base=fam_base, **TINY).fit(fam.X_train[first],
-                                                                fam.y_train[first])
-    per_task = first.sum() // 4
-    assert (default.stages_[0]["probe"].groupby("description").size()
-            == min(100, per_task)).all()
+    X, y = _frame(n_tasks=2, n=120)  # more rows per task than the default keeps
+    default = SharedMemoryRegressor(hidden_layer_sizes=(8,), **TINY).fit(X, y)
+    assert (default.stages_[0]["probe"].groupby("description").size() == 100).all()
