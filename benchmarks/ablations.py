@@ -46,6 +46,7 @@ from .run import (
     DEFAULTS,
     add_grid_arguments,
     add_max_steps_argument,
+    capped_note,
     capped_steps,
     resolve_tasks,
     run_serially,
@@ -280,7 +281,7 @@ def main(argv=None) -> None:
     df = run(config, output, args.report_only)
     df.to_csv(os.path.join(output, "results.csv"), index=False)
     table = ablation_table(df)
-    text = ["# Ablations of Queryable LoRA", "",
+    text = ["# Ablations of Queryable LoRA", "", *capped_note(config),
             f"Tasks {df.task.nunique()} of {len(config['tasks'])}, sizes {config['sizes']}, "
             f"seeds {config['seeds']}: "
             f"{len(_pairs(df, 'rmse_sd'))} pairs. Ratios are geometric means over pairs "

@@ -94,6 +94,14 @@ def capped_steps(config: dict) -> dict:
     return {} if config.get("max_steps") is None else {"max_steps": config["max_steps"]}
 
 
+def capped_note(config: dict) -> list[str]:
+    """A report's line (and a blank one) saying the adapters ran capped, if they did."""
+    if config.get("max_steps") is None:
+        return []
+    return [f"The adapters ran capped at {config['max_steps']} full-batch steps per strength "
+            "(`--max-steps`): a quick check, not their defaults.", ""]
+
+
 def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
     """``common`` with the preset ``args.quick`` picks, then the options given."""
     config = {**common, **(quick if args.quick else full)}
@@ -118,7 +126,8 @@ def serial_study(run_cell, config: dict, args, name: str, report,
     t0 = time.perf_counter()
     df = pd.DataFrame(run_serially(run_cell, config, output))
     df.to_csv(os.path.join(output, "results.csv"), index=False)
-    text = "\n".join(report(df))
+    lines = report(df)  # a title and a blank line first
+    text = "\n".join(lines[:2] + capped_note(config) + lines[2:])
     with open(os.path.join(output, f"{name}.md"), "w") as f:
         f.write(text)
     if figures is not None:

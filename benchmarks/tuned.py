@@ -44,7 +44,7 @@ from qlsk.simlib import load_task
 from qlsk.tuning import make_storage, refit_best, tune
 
 from .cells import _seed, pretrain_base, rmse_sd
-from .run import DEFAULTS, add_max_steps_argument, capped_steps, resolve_tasks
+from .run import DEFAULTS, add_max_steps_argument, capped_note, capped_steps, resolve_tasks
 from .runner import executor
 from .stats import paired_summary
 
@@ -234,7 +234,7 @@ def report(df: pd.DataFrame, config: dict) -> str:
     """The markdown summary of the finished studies."""
     methods = [m for m in config["methods"] if m in set(df.method)]
     gm = df.groupby(["task", "method"]).rmse_sd.apply(lambda v: float(np.exp(np.log(v).mean())))
-    lines = ["# Tuned against tuned", "",
+    lines = ["# Tuned against tuned", "", *capped_note(config),
              f"{df.groupby('method').size().to_dict()} finished studies of "
              f"{len(config['tasks']) * len(config['seeds'])} per method; n = "
              f"{config['n_train']}, seeds {config['seeds']}, {config['trials']} trials "

@@ -40,6 +40,7 @@ def test_ablations_end_to_end_and_resume(tmp_path, capsys):
     assert table.loc["lora", "ratio vs full"] > 0 and np.isnan(table.loc["full", "ratio vs full"])
     text = (output / "ablations.md").read_text()
     assert "RMSE vs full" in text and "gradient_diagnostics.png" in text
+    assert "capped" not in text  # no --max-steps: nothing to warn of
     assert (output / "gradient_diagnostics.png").stat().st_size > 0
     curves = json.loads((output / "gradient_diagnostics.json").read_text())["curves"]
     assert len(curves) == 3

@@ -22,6 +22,7 @@ def test_tiny_run_writes_every_arm_and_scores_intervals(tmp_path, capsys):
     assert df[df.arm.isin(ADAPTERS)].l2_strength.gt(0).all()
     report = (output / "regularization.md").read_text()
     assert "lora / lora-fixed" in report and "90% intervals" in report
+    assert "capped at 50 full-batch steps" in report  # not to be read as the defaults
     capsys.readouterr()
     main([*TINY, "--output", str(output)])  # resumed: nothing refitted, the same table
     assert "cell 1/1" not in capsys.readouterr().out
