@@ -58,7 +58,8 @@ VARIANTS = {
     "anchor 10": {"stage_anchor": 10.0},
     "anchor 30": {"stage_anchor": 30.0},
     "anchor 100": {"stage_anchor": 100.0},
-    "anchor 10, 100 rows": {"stage_anchor": 10.0, "kept_rows": 100},  # the defaults
+    "anchor 10, 100 rows": {"stage_anchor": 10.0, "kept_rows": 100},
+    "anchor 3, 100 rows": {"stage_anchor": 3.0, "kept_rows": 100},  # the defaults
     "replay + anchor 1": {"replay_rows": 10, "stage_anchor": 1.0},
     "replay + anchor 10": {"replay_rows": 10, "stage_anchor": 10.0},
 }

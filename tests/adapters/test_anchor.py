@@ -82,7 +82,7 @@ def test_a_stage_that_trains_the_same_tasks_again_is_not_anchored(fam_base, fam)
             model.fit(fam.X_train[first], fam.y_train[first])
         predictions.append(model.predict(fam.X_heldout[:5]))
     np.testing.assert_array_equal(*predictions)
-    assert SharedMemoryRegressor().stage_anchor == 10.0  # warm stages anchor by default
+    assert SharedMemoryRegressor().stage_anchor == 3.0  # warm stages anchor by default
 
 
 def test_the_anchor_trains_beside_load_balancing(fam_base, fam):

@@ -188,7 +188,7 @@ def test_older_models_load_and_unpickle_as_the_prior_alone(fam, fam_base, tmp_pa
     assert pickled.get_params()["channels"] == "prior"
     assert pickled.get_params()["replay_rows"] == 0
     # an old model's next stage anchors and keeps rows as a new model's would
-    assert pickled.get_params()["stage_anchor"] == 10.0
+    assert pickled.get_params()["stage_anchor"] == 3.0
     assert pickled.get_params()["kept_rows"] == 100
     for name in ("stage_anchor", "kept_rows"):
         assert qlsk.load(without_param(tmp_path / "m.qlsk", name, tmp_path / f"{name}.qlsk")
