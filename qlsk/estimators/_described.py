@@ -8,13 +8,15 @@ shuffle, pipeline and scorer, and a column does that with no configuration.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.utils.validation import check_array, check_is_fitted
 from torch import nn
 
 from ..adapters.prior_map import SharedMemoryModel, save_memory
-from ..text import embed
+from ..text import UnfamiliarDescriptionWarning, embed, unfamiliar_descriptions
 from ._base import BaseNeuralRegressor
 from ._net import Net, _Batches
 from .regularized import POSTERIOR_KEY, RegularizedAdapter, dump_posterior, restore_posterior
@@ -185,7 +187,26 @@ class _DescribedRegressor(BaseNeuralRegressor):
         if reset:
             self.embedding_dim_ = embeddings.shape[1]
             self.descriptions_ = sorted(set(descriptions))
+        else:
+            self._warn_unfamiliar(descriptions)
         return np.hstack([values, embeddings, task[:, None]])
+
+    def _warn_unfamiliar(self, descriptions) -> None:
+        """Warn about descriptions outside what the training descriptions span."""
+        _, encoder = self._text_settings()
+        found = unfamiliar_descriptions(descriptions, self.descriptions_, encoder)
+        if found:
+            text, nearest, similarity, floor = found[0]
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            warnings.warn(
+                f"the description {text!r}{more} is unlike every description "
+                f"{type(self).__name__} was trained on: its nearest, {nearest!r}, has "
+                f"similarity {similarity:.2f}, below the {floor:.2f} of the two least alike "
+                "training descriptions. Its prediction is a guess from the nearest "
+                "descriptions, not a reading of its words (another language, another kind "
+                "of task, or a rewording the text encoder cannot relate; see "
+                "docs/multitask.md, 'Unfamiliar descriptions')",
+                UnfamiliarDescriptionWarning, stacklevel=5)
 
     def _validate_fit_data(self, X, y):
         y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")

@@ -353,3 +353,20 @@ def test_semantic_encoder_places_paraphrases_closer_than_unrelated_text():
     c = embed("Water flows through a borehole between two aquifers.", "semantic")
     assert a.shape == (384,)
     assert a @ b > a @ c + 0.2 and a @ b > b @ c + 0.2
+
+
+@pytest.mark.parametrize("encoder", ["lexical", "semantic"])
+def test_unfamiliar_descriptions_are_those_outside_the_seen_spread(encoder):
+    from qlsk.simlib import load_family
+    from qlsk.text import unfamiliar_descriptions
+
+    fam = load_family("piston-cycle", n_per_member=2, n_test=2, n_source=4, random_state=0)
+    seen = sorted(set(fam.X_train["description"]))
+    heldout = sorted(set(fam.X_heldout["description"]))  # new combinations of seen phrases
+    assert unfamiliar_descriptions(heldout + seen, seen, encoder) == []
+    french = "Un piston dont le cycle dure deux fois plus longtemps, sous une charge lourde."
+    found = unfamiliar_descriptions([french, seen[0]], seen, encoder)
+    assert [f[0] for f in found] == [french]
+    text, nearest, similarity, floor = found[0]
+    assert nearest in seen and similarity < floor <= 1.0
+    assert unfamiliar_descriptions([french], seen[:1], encoder) == []  # no spread to compare

@@ -106,3 +106,8 @@ def test_python_m_benchmarks_runs_the_grid_or_the_named_study(capsys):
     assert done.value.code == 0 and "--dask-scheduler" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown study 'gp_kind'"):
         main(["gp_kind"])
+    with pytest.raises(SystemExit) as done:  # the multi-task study's name before its rename
+        main(["multitask", "--help"])
+    out = capsys.readouterr()
+    assert done.value.code == 0 and "python -m benchmarks.described_tasks" in out.out
+    assert "now 'described_tasks'" in out.err

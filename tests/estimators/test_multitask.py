@@ -2,6 +2,7 @@
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -341,6 +342,17 @@ def test_grown_atom_count_is_visible_and_reuses_the_saved_memory(fam, base, tmp_
                                    freeze_memory=True, **TINY).fit(fam.X_train, fam.y_train)
     torch.testing.assert_close(_memory(reused)["atom_deltas"],
                                _memory(model)["atom_deltas"])
+
+
+def test_predicting_an_unfamiliar_description_warns_and_still_predicts(fam, shared):
+    X = fam.X_heldout.head(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # new combinations of seen phrases: no warning
+        familiar = shared.predict(X)
+    german = X.assign(description="Eine Funktion mit starkem Sinusterm und doppelter Kurve.")
+    with pytest.warns(qlsk.UnfamiliarDescriptionWarning, match="unlike every description"):
+        guessed = shared.predict(german)
+    assert guessed.shape == familiar.shape and np.isfinite(guessed).all()
 
 
 def test_shared_memory_predicts_without_descriptions(fam, shared):
