@@ -232,7 +232,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
         else:
             model = models[method]
             with convergence:
-                if config["tune_trials"] and method in NEURAL:
+                if config["tune_trials"] and method in NEURAL and _tunes_lr(model):
                     _, model = tune(model, task.X_train, task.y_train, random_state=seed,
                                     n_trials=config["tune_trials"], cv=3,
                                     search_space={"lr": _lr_space()})
@@ -264,6 +264,14 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
             row["atom_usage"] = model.atom_usage(task.X_test).mean(axis=1).tolist()
         rows.append(row)
     return rows
+
+
+def _tunes_lr(model) -> bool:
+    """Whether ``--tune-trials`` searches this model's ``lr``: not an adapter whose
+    full-batch fits use L-BFGS, whose line search sets the step (it fits at its
+    defaults instead)."""
+    return not (getattr(model, "regularization", "fixed") != "fixed"
+                and getattr(model, "optimizer", "adam") == "lbfgs")
 
 
 def _lr_space():

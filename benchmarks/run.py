@@ -170,7 +170,9 @@ def make_config(args) -> dict:
         value = getattr(args, key)
         if value is not None:
             config[key] = value
-    if config["optimizer"] == "adam":  # recorded only when it is not, as runs before it
+    # recorded only when it is not Adam, as in the runs before it, and only where the
+    # adapters train full-batch
+    if config["optimizer"] == "adam" or config["regularization"] == "fixed":
         del config["optimizer"]
     resolve_tasks(config)
     if config["methods"] is None:
@@ -237,7 +239,8 @@ def main(argv=None) -> None:
                         help="full-batch steps per strength under evidence or cv")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                         help="the adapters' full-batch optimiser (default: lbfgs, the "
-                             "estimators' default)")
+                             "estimators' default; --tune-trials then tunes no adapter's "
+                             "lr, since L-BFGS's line search sets the step)")
     parser.add_argument("--noise", type=float, default=None)
     parser.add_argument("--tune-trials", type=int, default=None,
                         help="Optuna trials over lr for every neural method (default 0)")

@@ -148,6 +148,8 @@ def run_study(config: dict, storage, name: str, seed: int, method: str, base, ta
     t0 = time.perf_counter()
     fixed = config["regularization"] == "fixed"
     space = (SPACES if fixed else EVIDENCE_SPACES)[method]
+    if not fixed and adapter_settings(config)["optimizer"] == "lbfgs":
+        space = {k: v for k, v in space.items() if k != "lr"}  # its line search's step
     if left > 0:
         study, _ = tune(estimator, task.X_train, task.y_train, n_trials=left,
                         search_space=space, cv=config["cv"],

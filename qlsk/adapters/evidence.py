@@ -129,11 +129,13 @@ def fit_map(module: nn.Module, X: torch.Tensor, y: torch.Tensor, scale: torch.Te
     """Minimise (1) by a full-batch optimiser from the module's current weights.
 
     ``optimizer="lbfgs"``: L-BFGS (history 20) with a strong-Wolfe line search, which
-    only ever lowers (1); ``"adam"``: Adam. Either stops when (1) improved by less than
-    ``tol`` (relative) over the last ``check_every`` steps, after ``max_steps`` steps, or
-    (L-BFGS) when its gradient or its step vanishes. A step is one evaluation of (1) and
-    its gradient, so the two optimisers' counts cost the same. The prior's gradient is
-    added in closed form, which halves the cost of a step of a small network.
+    only ever lowers (1) and needs a deterministic forward pass; ``"adam"``: Adam.
+    Either stops when (1) improved by less than ``tol`` (relative) over the last
+    ``check_every`` steps (Adam) or iterations (L-BFGS, whose line search may take
+    several steps an iteration), after ``max_steps`` steps, or (L-BFGS) when its
+    gradient or its step vanishes. A step is one evaluation of (1) and its gradient, so
+    the two optimisers' counts cost the same. The prior's gradient is added in closed
+    form, which halves the cost of a step of a small network.
 
     Returns
     -------
@@ -210,11 +212,10 @@ def _lbfgs(prior: L2Prior, gradient: Callable, objective: Callable, check: Calla
         steps += 1
         return gradient() + penalty  # a non-finite trial is the line search's to reject
 
-    while steps < max_steps:
-        # at most check_every iterations and the steps left (the line search may take
-        # several steps in one iteration)
-        group["max_iter"] = check_every
-        group["max_eval"] = max_steps - steps
+    while max_steps - steps >= 2:  # a call evaluates at least twice
+        # at most check_every iterations and the steps left: torch may evaluate once
+        # more than max_eval in a call
+        group["max_eval"] = max_steps - steps - 1
         before = steps
         optimizer.step(closure)
         value = objective()

@@ -96,7 +96,8 @@ class ConditionedLoraRegressor(SharesFitted, _RegularizedDescribed):
         The full-batch optimiser of ``"evidence"`` and ``"cv"`` (see
         :class:`~qlsk.LoraRegressor`). Adam here, as every few-shot figure was
         measured: L-BFGS, the single-task adapters' default, was chosen on their
-        development tasks and is not measured on this path.
+        development tasks and is not measured on this path (with it, ``lr`` leaves
+        :func:`~qlsk.tuning.tune`'s default search space).
     lr : float or None, default=None
         The learning rate (``None``: 1e-3 for ``"fixed"``'s AdamW; on the full-batch
         path 3e-3 with Adam, 1 with L-BFGS).

@@ -270,8 +270,10 @@ class FineTuneRegressor(_AdaptingRegressor):
     optimizer : {"lbfgs", "adam"}, default="lbfgs"
         The full-batch optimiser of ``"evidence"`` and ``"cv"``: L-BFGS with a
         strong-Wolfe line search, or Adam. Chosen on development tasks: L-BFGS was as
-        accurate as Adam and fitted in about a third of the time (``docs/method.md``,
-        "Regularisation chosen by the data").
+        accurate as Adam and fitted in a third to a half of the time
+        (``docs/method.md``, "Regularisation chosen by the data"). A line search needs
+        a deterministic objective, so with ``dropout`` or ``routing_noise`` above 0
+        the fits use Adam.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -432,8 +434,10 @@ class LoraRegressor(_AdaptingRegressor):
     optimizer : {"lbfgs", "adam"}, default="lbfgs"
         The full-batch optimiser of ``"evidence"`` and ``"cv"``: L-BFGS with a
         strong-Wolfe line search, or Adam. Chosen on development tasks: L-BFGS was as
-        accurate as Adam and fitted in about a third of the time (``docs/method.md``,
-        "Regularisation chosen by the data").
+        accurate as Adam and fitted in a third to a half of the time
+        (``docs/method.md``, "Regularisation chosen by the data"). A line search needs
+        a deterministic objective, so with ``dropout`` or ``routing_noise`` above 0
+        the fits use Adam.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -657,8 +661,10 @@ class QueryableLoraRegressor(LoraRegressor):
     optimizer : {"lbfgs", "adam"}, default="lbfgs"
         The full-batch optimiser of ``"evidence"`` and ``"cv"``: L-BFGS with a
         strong-Wolfe line search, or Adam. Chosen on development tasks: L-BFGS was as
-        accurate as Adam and fitted in about a third of the time (``docs/method.md``,
-        "Regularisation chosen by the data").
+        accurate as Adam and fitted in a third to a half of the time
+        (``docs/method.md``, "Regularisation chosen by the data"). A line search needs
+        a deterministic objective, so with ``dropout`` or ``routing_noise`` above 0
+        the fits use Adam.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and

@@ -51,9 +51,9 @@ class NoCompletedTrialError(RuntimeError):
 
 def _step(estimator) -> dict[str, BaseDistribution]:
     """``lr``, unless the adapter's full-batch fits use L-BFGS, whose line search sets
-    the step (a learning rate of 1e-4..1e-2 would only shrink its first trial step)."""
-    if (estimator.regularization != "fixed"
-            and getattr(estimator, "optimizer", "adam") == "lbfgs"):
+    the step (a learning rate of 1e-4..1e-2 would only shrink every iteration's first
+    trial step)."""
+    if estimator._regime() != "fixed" and estimator._optimizer() == "lbfgs":
         return {}
     return {"lr": LR}
 
@@ -92,7 +92,7 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
                 "channels": CategoricalDistribution(
                     ("prior", "prior+shift+scale", "prior+query+shift+scale"))}
     if isinstance(estimator, ConditionedLoraRegressor):
-        return {"rank": IntDistribution(1, 16, log=True), "lr": LR,
+        return {"rank": IntDistribution(1, 16, log=True), **_step(estimator),
                 "condition": CategoricalDistribution(("shift", "film"))}
     if isinstance(estimator, QueryableLoraRegressor):
         space = {"rank": IntDistribution(2, 16, log=True),

@@ -48,6 +48,10 @@ def test_optimizers_compared_on_the_same_cells(tmp_path):
               "--output", str(tmp_path / "same")])
     with pytest.raises(SystemExit, match="another configuration"):  # not mixed into Adam's
         main([*TINY, "--output", str(output)])
+    alone = tmp_path / "lbfgs"  # the optimiser alone is recorded and reported
+    main([*TINY, "--optimizer", "lbfgs", "--output", str(alone)])
+    assert json.loads((alone / "config.json").read_text())["optimizer"] == "lbfgs"
+    assert "optimiser: lbfgs" in (alone / "regularization.md").read_text()
 
 
 def test_interval_scores_of_a_perfect_gaussian():
