@@ -44,10 +44,11 @@ from .cells import (
 )
 from .run import (
     DEFAULTS,
+    STUDY_OPTIMIZER,
+    adapter_settings,
+    add_adapter_arguments,
     add_grid_arguments,
-    add_max_steps_argument,
     capped_note,
-    capped_steps,
     resolve_tasks,
     run_serially,
 )
@@ -101,7 +102,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
         common = {"base": base, "max_epochs": config["max_epochs"], "lr": config["lr"],
                   "batch_size": config["batch_size"], "regularization": config["regularization"],
                   "output_calibration": config["output_calibration"],
-                  "random_state": _seed(task_name, seed, n_train), **capped_steps(config)}
+                  "random_state": _seed(task_name, seed, n_train), **adapter_settings(config)}
         ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
               "block_size": config["block_size"], **common}
         models = {v: QueryableLoraRegressor(**{**ql, **_variant_options(config, v, task_name)})
@@ -248,6 +249,8 @@ def make_config(args) -> dict:
                 "max_epochs", "variants", "regularization", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    if args.optimizer not in (None, STUDY_OPTIMIZER):  # as grid_config records it
+        config["optimizer"] = args.optimizer
     resolve_tasks(config)
     if set(config["variants"]) - set(VARIANTS) or "full" not in config["variants"]:
         raise SystemExit(f"--variants must include full and be among {list(VARIANTS)}")
@@ -269,7 +272,7 @@ def main(argv=None) -> None:
                         help="the adapters' regime (default fixed, as reported first; "
                              "evidence: the estimators' default, without the per-epoch "
                              "gradient diagnostics, which need epochs)")
-    add_max_steps_argument(parser)
+    add_adapter_arguments(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the cells finished so far")
     args = parser.parse_args(argv)

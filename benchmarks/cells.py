@@ -68,7 +68,7 @@ def _models(config, task_name, description, base, seed, n_features):
               "random_state": seed}
     # the adapters as in the paper ("-cal" adds the calibration), in the configured regime
     plain = {"output_calibration": False, "regularization": config["regularization"],
-             "max_steps": config["max_steps"]}
+             "max_steps": config["max_steps"], "optimizer": config.get("optimizer", "adam")}
     adapting = {**common, "lr": config["adapter_lr"]}  # None: the regime's default
     ql = {"rank": config["rank"], "n_atoms": config["n_atoms"], "top_k": config["top_k"],
           "block_size": config["block_size"], "base": base, **adapting}
@@ -90,7 +90,8 @@ def _models(config, task_name, description, base, seed, n_features):
     candidates = default_candidates()
     for name in ("finetune", "lora"):
         candidates[name].set_params(regularization=config["regularization"],
-                                    max_steps=config["max_steps"], lr=config["adapter_lr"])
+                                    max_steps=config["max_steps"], lr=config["adapter_lr"],
+                                    optimizer=plain["optimizer"])
     models["auto"] = TransferRegressor(base=base, candidates=candidates, random_state=seed)
     if "peft-lora" in config["methods"] or "peft-vblora" in config["methods"]:
         from .peft_methods import PeftRegressor
@@ -211,7 +212,8 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
                "noise": config["noise"], "n_source": config["n_source"],
                "max_epochs": config["max_epochs"], "base_epochs": config["base_epochs"],
                "lr": config["lr"], "tune_trials": config["tune_trials"],
-               "regularization": config["regularization"], "max_steps": config["max_steps"]}
+               "regularization": config["regularization"], "max_steps": config["max_steps"],
+               "optimizer": config.get("optimizer", "adam")}
         if method == "mfk" and not smt_available():
             rows.append({**row, "rmse_sd": float("nan"), "r2": float("nan"),
                          "note": "skipped: smt is not installed (pip install qlsk[mf])"})
@@ -230,7 +232,7 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
         else:
             model = models[method]
             with convergence:
-                if config["tune_trials"] and method in NEURAL:
+                if config["tune_trials"] and method in NEURAL and _tunes_lr(model):
                     _, model = tune(model, task.X_train, task.y_train, random_state=seed,
                                     n_trials=config["tune_trials"], cv=3,
                                     search_space={"lr": _lr_space()})
@@ -262,6 +264,14 @@ def _run_size(config, task_name, seed, n_train, task, base, base_time) -> list[d
             row["atom_usage"] = model.atom_usage(task.X_test).mean(axis=1).tolist()
         rows.append(row)
     return rows
+
+
+def _tunes_lr(model) -> bool:
+    """Whether ``--tune-trials`` searches this model's ``lr``: not an adapter whose
+    full-batch fits use L-BFGS, whose line search sets the step (it fits at its
+    defaults instead)."""
+    return not (getattr(model, "regularization", "fixed") != "fixed"
+                and getattr(model, "optimizer", "adam") == "lbfgs")
 
 
 def _lr_space():

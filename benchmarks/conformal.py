@@ -34,7 +34,13 @@ from qlsk import LoraRegressor, MultiFidelityGPRegressor
 from .cells import _seed, sizes_on_one_base
 from .defaults import COMMON
 from .regularization import add_split_argument, development_split
-from .run import add_grid_arguments, add_max_steps_argument, capped_steps, grid_config, serial_study
+from .run import (
+    adapter_settings,
+    add_adapter_arguments,
+    add_grid_arguments,
+    grid_config,
+    serial_study,
+)
 
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1], "n_source": 2000,
         "n_test": 2000}
@@ -46,7 +52,7 @@ Z = 1.6448536269514722  # the standard normal's 95% quantile: a central 90% inte
 
 def _estimators(base, seed: int, config: dict) -> dict:
     return {"gp": MultiFidelityGPRegressor(base=base, random_state=seed),
-            "lora": LoraRegressor(base=base, random_state=seed, **capped_steps(config))}
+            "lora": LoraRegressor(base=base, random_state=seed, **adapter_settings(config))}
 
 
 def _scores(low, high, noisy, clean, scale: float) -> dict:
@@ -112,7 +118,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.conformal",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "1 task, n = 50, 1 seed")
-    add_max_steps_argument(parser)
+    add_adapter_arguments(parser)
     add_split_argument(parser)
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)

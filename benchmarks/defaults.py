@@ -25,9 +25,9 @@ from qlsk import LoraRegressor, QueryableLoraRegressor
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .run import (
     DEFAULTS,
+    adapter_settings,
+    add_adapter_arguments,
     add_grid_arguments,
-    add_max_steps_argument,
-    capped_steps,
     grid_config,
     serial_study,
 )
@@ -53,7 +53,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             extra = ({"task_description": task.description}
                      if cls is QueryableLoraRegressor else {})
             model = cls(base=base, random_state=_seed(task_name, seed, n_train), **extra,
-                        **params, **capped_steps(config))
+                        **params, **adapter_settings(config))
             t0 = time.perf_counter()
             model.fit(task.X_train, task.y_train)
             fit_time = time.perf_counter() - t0
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.defaults",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
-    add_max_steps_argument(parser)
+    add_adapter_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = make_config(args)

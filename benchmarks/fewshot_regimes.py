@@ -78,6 +78,7 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
                     init=conditioned, freeze_condition=True, regularization="evidence",
                     max_steps=config["max_steps"], random_state=few["random_state"]),
                 "lora-evidence": LoraRegressor(base=base, max_steps=config["max_steps"],
+                                               optimizer="adam",  # as published
                                                random_state=few["random_state"]),
             }
             for method, model in models.items():

@@ -36,7 +36,13 @@ from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer
-from .run import add_grid_arguments, add_max_steps_argument, capped_steps, grid_config, serial_study
+from .run import (
+    adapter_settings,
+    add_adapter_arguments,
+    add_grid_arguments,
+    grid_config,
+    serial_study,
+)
 from .stats import paired_summary, ratio_line
 
 TASKS = ["park91a-lf-to-hf", "friedman-sine-doubled", "robot-3-to-4-segments",
@@ -69,7 +75,7 @@ def _models(config, task, base, seed, n_train) -> dict:
                                                      random_state=seed)
                        for kind in ("ar1", "nargp")})
     # the adapters at their defaults; --max-steps caps their fits (for a quick check only)
-    models.update({name: cls(base=base, random_state=seed, **capped_steps(config))
+    models.update({name: cls(base=base, random_state=seed, **adapter_settings(config))
                    for name, cls in ADAPTERS.items()})
     return models
 
@@ -172,7 +178,7 @@ def main(argv=None) -> None:
                         help="the smallest n the variational GPs are fitted at (default 1000)")
     parser.add_argument("--no-subset-gp", dest="subset_gp", action="store_false",
                         help="no exact GPs on a subset above --exact-max rows")
-    add_max_steps_argument(parser)
+    add_adapter_arguments(parser)
     parser.add_argument("--svgp-steps", type=int, default=None,
                         help="Adam steps of each variational GP (default 2000)")
     args = parser.parse_args(argv)

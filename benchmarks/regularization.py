@@ -26,14 +26,15 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from qlsk import FineTuneRegressor, LoraRegressor, QueryableLoraRegressor
+from qlsk.adapters.evidence import OPTIMIZERS
 
 from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer
 from .run import (
+    adapter_settings,
+    add_adapter_arguments,
     add_grid_arguments,
-    add_max_steps_argument,
-    capped_steps,
     grid_config,
     resolve_tasks,
     serial_study,
@@ -56,7 +57,11 @@ def _arms(task, base, seed: int, config: dict):
     for name, cls in ADAPTERS.items():
         extra = ({"task_description": task.description}
                  if cls is QueryableLoraRegressor else {})
-        yield name, cls(base=base, random_state=seed, **extra, **capped_steps(config))
+        yield name, cls(base=base, random_state=seed, **extra, **adapter_settings(config))
+        if config.get("compare_optimizer"):  # the same adapter on the other optimiser
+            other = config["compare_optimizer"]
+            yield f"{name}-{other}", cls(base=base, random_state=seed, **extra,
+                                         **{**adapter_settings(config), "optimizer": other})
         yield f"{name}-fixed", cls(base=base, random_state=seed, regularization="fixed",
                                    **extra)
     for peer in PEERS:
@@ -116,6 +121,11 @@ def development_split(args, config: dict) -> None:
                            if t not in DEVELOPMENT_TASKS]
 
 
+def _other_optimizers(df: pd.DataFrame) -> list[str]:
+    """The optimisers of ``--compare-optimizer`` arms in ``df`` (``lora-adam``: adam)."""
+    return [o for o in OPTIMIZERS if f"lora-{o}" in set(df.arm)]
+
+
 def table(df: pd.DataFrame) -> str:
     """Paired RMSE ratios per sample size, all tasks and the unseen ones; intervals."""
     out = []
@@ -126,6 +136,8 @@ def table(df: pd.DataFrame) -> str:
         out += [f"#### RMSE ratios, {label} ({subset.task.nunique()} tasks)", "",
                 "| comparison | n | ratio (95% CI) | p | better in |", "|---|---|---|---|---|"]
         comparisons = [(f"{a} / {a}-fixed", a, f"{a}-fixed") for a in ADAPTERS]
+        comparisons += [(f"{a} / {a}-{o}", a, f"{a}-{o}") for a in ADAPTERS
+                        for o in _other_optimizers(df)]
         comparisons += [("ql / lora", "ql", "lora"), ("ql-fixed / lora-fixed", "ql-fixed",
                                                       "lora-fixed")]
         comparisons += [(f"{a} / better of AR1, NARGP per cell", a, PEERS) for a in ADAPTERS]
@@ -141,10 +153,11 @@ def table(df: pd.DataFrame) -> str:
     out += ["#### Fit time", "", "| comparison | n | ratio (95% CI) | p | faster in |",
             "|---|---|---|---|---|"]
     for a in ADAPTERS:
-        for n in sorted(df.n_train.unique()):
-            s = paired_summary(fit.xs(n, level="n_train")[a]
-                               / fit.xs(n, level="n_train")[f"{a}-fixed"])
-            out.append(ratio_line(f"{a} / {a}-fixed", n, s))
+        for other in ("fixed", *_other_optimizers(df)):
+            for n in sorted(df.n_train.unique()):
+                s = paired_summary(fit.xs(n, level="n_train")[a]
+                                   / fit.xs(n, level="n_train")[f"{a}-{other}"])
+                out.append(ratio_line(f"{a} / {a}-{other}", n, s))
     medians = df.groupby(["arm", "n_train"]).fit_time_s.median().unstack()
     out += ["", "Median fit time (s):", "", medians.round(2).to_markdown(), ""]
     scored = df.dropna(subset=["coverage"])
@@ -169,9 +182,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.regularization",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
-    add_max_steps_argument(parser)
+    add_adapter_arguments(parser)
+    parser.add_argument("--compare-optimizer", choices=OPTIMIZERS, default=None,
+                        help="also fit every adapter with this full-batch optimiser (arms "
+                             "'lora-adam', ...) and pair the two")
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
+    if args.compare_optimizer:  # recorded only when given: older runs still resume
+        if args.compare_optimizer == adapter_settings(config)["optimizer"]:
+            parser.error("--compare-optimizer must differ from --optimizer")
+        config["compare_optimizer"] = args.compare_optimizer
     serial_study(run_cell, config, args, "regularization", lambda df: [
         "# Regularisation chosen by the evidence", "",
         f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "

@@ -186,7 +186,8 @@ def _regime(config: dict) -> str:
     regime = config.get("regularization", "fixed")
     if regime == "fixed":
         return "adapters trained by the fixed recipe"
-    return (f"adapters regularised by the {regime} (full batch, up to "
+    optimizer = {"lbfgs": "L-BFGS", "adam": "Adam"}[config.get("optimizer", "adam")]
+    return (f"adapters regularised by the {regime} (full-batch {optimizer}, up to "
             f"{config.get('max_steps', 2000)} steps per strength)")
 
 

@@ -44,7 +44,14 @@ from qlsk.simlib import load_task
 from qlsk.tuning import make_storage, refit_best, tune
 
 from .cells import _seed, pretrain_base, rmse_sd
-from .run import DEFAULTS, add_max_steps_argument, capped_note, capped_steps, resolve_tasks
+from .run import (
+    DEFAULTS,
+    STUDY_OPTIMIZER,
+    adapter_settings,
+    add_adapter_arguments,
+    capped_note,
+    resolve_tasks,
+)
 from .runner import executor
 from .stats import paired_summary
 
@@ -91,7 +98,7 @@ def study_name(task: str, seed: int, method: str) -> str:
 def _estimator(method: str, base, description: str, seed: int, config: dict):
     # "fixed": the study as it was first run (docs/benchmarks.md); "evidence": the default
     common = {"base": base, "batch_size": config["batch_size"], "random_state": seed,
-              "regularization": config["regularization"], **capped_steps(config)}
+              "regularization": config["regularization"], **adapter_settings(config)}
     if method == "lora":
         return LoraRegressor(**common)
     if method in ("ql", "ql-noise"):
@@ -141,6 +148,8 @@ def run_study(config: dict, storage, name: str, seed: int, method: str, base, ta
     t0 = time.perf_counter()
     fixed = config["regularization"] == "fixed"
     space = (SPACES if fixed else EVIDENCE_SPACES)[method]
+    if not fixed and adapter_settings(config)["optimizer"] == "lbfgs":
+        space = {k: v for k, v in space.items() if k != "lr"}  # its line search's step
     if left > 0:
         study, _ = tune(estimator, task.X_train, task.y_train, n_trials=left,
                         search_space=space, cv=config["cv"],
@@ -370,6 +379,8 @@ def make_config(args) -> dict:
                 "base_epochs", "regularization", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    if args.optimizer not in (None, STUDY_OPTIMIZER):  # as grid_config records it
+        config["optimizer"] = args.optimizer
     resolve_tasks(config)
     if set(config["methods"]) - set(METHODS):
         raise SystemExit(f"unknown methods; choose from {list(METHODS)}")
@@ -403,7 +414,7 @@ def main(argv=None) -> None:
                         help="the adapters' regime (default fixed, as first run; evidence: "
                              "the estimators' default, searched without weight decay, "
                              "epochs or pruning)")
-    add_max_steps_argument(parser)
+    add_adapter_arguments(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the studies finished so far")
     args = parser.parse_args(argv)

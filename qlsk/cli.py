@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                              "and --pruner need 'fixed'")
     trials.add_argument("--max-steps", type=_at_least(1), default=2000,
                         help="full-batch steps per strength under evidence or cv")
+    trials.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs",
+                        help="the full-batch optimiser under evidence or cv (its default: "
+                             "lbfgs, whose line search sets the step: lr is then not "
+                             "searched)")
     trials.add_argument("--max-epochs", type=_at_least(1), default=100,
                         help="training epochs of every fit in a trial under 'fixed'")
     trials.add_argument("--cv", type=_at_least(2), default=3,
@@ -152,7 +156,8 @@ def _estimator(method: str, task, args):
     if method == "gp":  # its kernels are fitted by marginal likelihood, not epochs
         return qlsk.MultiFidelityGPRegressor(random_state=args.seed)
     params = {"max_epochs": args.max_epochs, "regularization": args.regularization,
-              "max_steps": args.max_steps, "random_state": args.seed}
+              "max_steps": args.max_steps, "optimizer": args.optimizer,
+              "random_state": args.seed}
     if method == "queryable":
         params["task_description"] = task.description
     return getattr(qlsk, METHODS[method])(**params)

@@ -290,6 +290,8 @@ class _RegularizedDescribed(RegularizedAdapter, _DescribedRegressor):
     """A described estimator that adapts under the ``regularization`` regimes (few-shot
     from the memory, the description-as-input network): the two ``predict`` options."""
 
+    optimizer = "adam"  # their default, and what a model pickled before the parameter used
+
     def predict(self, X, return_std=False, use_description=True):
         """Predict targets for the rows of ``X``.
 

@@ -55,9 +55,14 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
         At most this many full-batch steps per strength.
     tol : float, default=1e-4
         The convergence tolerance of those fits.
+    optimizer : {"adam", "lbfgs"}, default="adam"
+        The full-batch optimiser of ``"evidence"`` and ``"cv"`` (see
+        :class:`~qlsk.LoraRegressor`). Adam here, as every few-shot figure was
+        measured: L-BFGS, the single-task adapters' default, was chosen on their
+        development tasks and is not measured on this path.
     lr : float or None, default=None
-        AdamW learning rate (``None``: 1e-3 for ``"fixed"``, 3e-3 on the full-batch
-        path).
+        The learning rate (``None``: 1e-3 for ``"fixed"``'s AdamW; on the full-batch
+        path 3e-3 with Adam, 1 with L-BFGS).
     weight_decay : float, default=0.0
         AdamW weight decay.
     max_epochs : int, default=50
@@ -114,15 +119,17 @@ class FewShotRegressor(SharesFitted, _MemoryViews, _RegularizedDescribed):
     """
 
     def __init__(self, shared=None, *, freeze_memory=True, regularization="evidence",
-                 l2_strengths=None, max_steps=2000, tol=1e-4, lr=None, weight_decay=0.0,
-                 max_epochs=50, batch_size=16, early_stopping=False, validation_fraction=0.1,
-                 patience=20, device="cpu", random_state=None, verbose=0, callbacks=None):
+                 l2_strengths=None, max_steps=2000, tol=1e-4, optimizer="adam", lr=None,
+                 weight_decay=0.0, max_epochs=50, batch_size=16, early_stopping=False,
+                 validation_fraction=0.1, patience=20, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
         self.shared = shared
         self.freeze_memory = freeze_memory
         self.regularization = regularization
         self.l2_strengths = l2_strengths
         self.max_steps = max_steps
         self.tol = tol
+        self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs

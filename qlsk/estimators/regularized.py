@@ -19,8 +19,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..adapters.calibration import OutputCalibration
 from ..adapters.evidence import (
+    DEFAULT_LR,
     DEFAULT_STRENGTHS,
     MAX_ROWS,
+    OPTIMIZERS,
     L2Prior,
     LaplacePosterior,
     jacobian,
@@ -43,12 +45,14 @@ class RegularizedAdapter:
     l2_strengths = None
     max_steps = 2000
     tol = 1e-4
+    optimizer = "lbfgs"  # a model pickled before the parameter existed refits as a new one
 
     _regularization_constraints: dict = {
         "regularization": [StrOptions(set(REGULARIZATIONS))],
         "l2_strengths": ["array-like", Interval(Real, 0, None, closed="neither"), None],
         "max_steps": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
     }
 
     def _regime(self) -> str:
@@ -66,7 +70,16 @@ class RegularizedAdapter:
     def _learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 1e-3 if self._regime() == "fixed" else 3e-3
+        return 1e-3 if self._regime() == "fixed" else DEFAULT_LR[self._optimizer()]
+
+    def _optimizer(self) -> str:
+        """``optimizer``, except that L-BFGS's line search needs a deterministic
+        objective: with ``dropout`` or ``routing_noise`` above 0 the forward pass is
+        random, and the full-batch fits use Adam."""
+        if self.optimizer == "lbfgs" and (getattr(self, "dropout", 0.0)
+                                          or getattr(self, "routing_noise", 0.0)):
+            return "adam"
+        return self.optimizer
 
     def _strengths(self) -> list[float]:
         if self.l2_strengths is None:
@@ -136,10 +149,14 @@ class RegularizedAdapter:
             path, chosen, posterior = regularisation_path(
                 module, Xt, yt, scale, self._strengths(), prior_scales=_prior_scales(module, scale),
                 select=self._regime(), cv_folds=folds, max_rows=MAX_ROWS, generator=generator,
-                progress=progress, lr=self._learning_rate(), max_steps=self.max_steps, tol=self.tol,
+                progress=progress, optimizer=self._optimizer(), lr=self._learning_rate(),
+                max_steps=self.max_steps, tol=self.tol,
                 extra_penalty=getattr(module, "penalty", None))
         except FloatingPointError as exc:
-            raise TrainingDivergedError(f"training diverged: {exc}; {guard.advice_}") from None
+            advice = guard.advice_
+            if self._optimizer() == "lbfgs" and advice == "use a smaller learning rate":
+                advice = "try optimizer='adam' with a smaller learning rate"  # lr: its first trial
+            raise TrainingDivergedError(f"training diverged: {exc}; {advice}") from None
         finally:
             if bar is not None:
                 bar.close()

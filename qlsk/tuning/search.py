@@ -49,6 +49,15 @@ class NoCompletedTrialError(RuntimeError):
     """
 
 
+def _step(estimator) -> dict[str, BaseDistribution]:
+    """``lr``, unless the adapter's full-batch fits use L-BFGS, whose line search sets
+    the step (a learning rate of 1e-4..1e-2 would only shrink every iteration's first
+    trial step)."""
+    if estimator._regime() != "fixed" and estimator._optimizer() == "lbfgs":
+        return {}
+    return {"lr": LR}
+
+
 def default_search_space(estimator) -> dict[str, BaseDistribution]:
     """The search space :func:`tune` uses when none is given.
 
@@ -58,7 +67,9 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
     ``prior_strength``. ``LoraRegressor``: ``rank`` and ``lr``. ``FineTuneRegressor``
     and ``MLPRegressor``: ``lr`` and ``weight_decay`` (``FineTuneRegressor`` under its
     default ``regularization="evidence"``: ``lr`` alone, since the evidence chooses
-    the penalty's strength).
+    the penalty's strength). Under the evidence or CV with ``optimizer="lbfgs"`` (the
+    adapters' default) ``lr`` is left out, as L-BFGS's line search sets the step;
+    ``FineTuneRegressor`` then searches ``optimizer``.
 
     For described tasks (tune them with ``groups`` = the tasks, so every fold scores
     tasks it did not train on): ``SharedMemoryRegressor``: ``rank``, ``n_atoms``,
@@ -81,19 +92,21 @@ def default_search_space(estimator) -> dict[str, BaseDistribution]:
                 "channels": CategoricalDistribution(
                     ("prior", "prior+shift+scale", "prior+query+shift+scale"))}
     if isinstance(estimator, ConditionedLoraRegressor):
-        return {"rank": IntDistribution(1, 16, log=True), "lr": LR,
+        return {"rank": IntDistribution(1, 16, log=True), **_step(estimator),
                 "condition": CategoricalDistribution(("shift", "film"))}
     if isinstance(estimator, QueryableLoraRegressor):
         space = {"rank": IntDistribution(2, 16, log=True),
                  "n_atoms": IntDistribution(TOP_K.high, 32, log=True),
-                 "top_k": TOP_K, "lr": LR}
+                 "top_k": TOP_K, **_step(estimator)}
         if estimator.task_description is not None:
             space["prior_strength"] = FloatDistribution(0.0, 4.0)
         return space
     if isinstance(estimator, LoraRegressor):
-        return {"rank": IntDistribution(1, 16, log=True), "lr": LR}
+        return {"rank": IntDistribution(1, 16, log=True), **_step(estimator)}
     if isinstance(estimator, FineTuneRegressor) and estimator.regularization != "fixed":
-        return {"lr": LR}  # the evidence or cross-validation sets the penalty's strength
+        # the evidence or cross-validation sets the penalty's strength; under L-BFGS
+        # its line search sets the step, and what is left to choose is the optimiser
+        return _step(estimator) or {"optimizer": CategoricalDistribution(("lbfgs", "adam"))}
     if isinstance(estimator, FineTuneRegressor | MLPRegressor):
         return {"lr": LR, "weight_decay": FloatDistribution(1e-6, 1e-1, log=True)}
     raise TypeError(f"no default search space for {type(estimator).__name__}; pass "

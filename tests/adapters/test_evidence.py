@@ -70,7 +70,8 @@ def test_evidence_and_variance_match_bayesian_linear_regression(n, p):
     np.testing.assert_allclose(got, want, rtol=1e-3)
 
 
-def test_fit_map_reaches_the_ridge_solution_around_the_start():
+@pytest.mark.parametrize("optimizer, lr", [("lbfgs", None), ("adam", 0.05)])
+def test_fit_map_reaches_the_ridge_solution_around_the_start(optimizer, lr):
     X, y = _linear_problem(40, 4)
     model = _linear_model(4)
     with torch.no_grad():
@@ -78,8 +79,10 @@ def test_fit_map_reaches_the_ridge_solution_around_the_start():
     prior = L2Prior(model)
     start = np.full(4, 0.3)
     strength = 0.1
-    fit_map(model, X, y, torch.ones(1, dtype=torch.float64), prior, strength, lr=0.05,
-            max_steps=4000, tol=1e-10)
+    _, steps = fit_map(model, X, y, torch.ones(1, dtype=torch.float64), prior, strength,
+                       optimizer=optimizer, lr=lr, max_steps=4000, tol=1e-10)
+    if optimizer == "lbfgs":  # it solves a 4-parameter quadratic in a few steps
+        assert steps <= 100
     Xn, yn, alpha = X.numpy(), y.numpy().ravel(), 40 * strength
     want = start + np.linalg.solve(Xn.T @ Xn + alpha * np.eye(4), Xn.T @ (yn - Xn @ start))
     np.testing.assert_allclose(model.weight.detach().numpy().ravel(), want, atol=1e-4)
@@ -104,7 +107,7 @@ def test_path_chooses_strong_regularisation_on_noise_and_weak_on_signal():
     chosen = {}
     for label, target in (("signal", y), ("noise", noise)):
         model = _linear_model(3)
-        path, i, _ = regularisation_path(model, X, target, scale, strengths, lr=0.05,
+        path, i, _ = regularisation_path(model, X, target, scale, strengths,
                                          patience=10)
         chosen[label] = path[i].strength
         assert [f.strength for f in path] == strengths
@@ -116,7 +119,7 @@ def test_path_chooses_strong_regularisation_on_noise_and_weak_on_signal():
 def test_path_stops_once_the_evidence_keeps_falling():
     X, y = _linear_problem(60, 3, noise=1.0)
     path, _, _ = regularisation_path(_linear_model(3), X, y, torch.ones(1, dtype=torch.float64),
-                                     [10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5], lr=0.05,
+                                     [10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5],
                                      patience=2)
     assert len(path) < 7
 
@@ -128,7 +131,7 @@ def test_cross_validation_selects_by_held_out_error():
     folds = list(KFold(5, shuffle=True, random_state=0).split(X.numpy()))
     path, i, posterior = regularisation_path(
         _linear_model(3), X, y, torch.ones(1, dtype=torch.float64), [10.0, 0.1, 0.001],
-        select="cv", cv_folds=folds, lr=0.05, patience=5)
+        select="cv", cv_folds=folds, patience=5)
     errors = [f.cv_error for f in path]
     assert all(np.isfinite(errors)) and i == int(np.argmin(errors))
     assert path[i].strength < 10.0 and posterior.noise_var > 0
@@ -137,8 +140,8 @@ def test_cross_validation_selects_by_held_out_error():
 def test_curvature_from_a_subset_of_rows_approximates_the_evidence():
     X, y = _linear_problem(3000, 4, noise=0.2)
     scale = torch.ones(1, dtype=torch.float64)
-    exact, _, _ = regularisation_path(_linear_model(4), X, y, scale, [0.01], lr=0.05)
-    sampled, _, _ = regularisation_path(_linear_model(4), X, y, scale, [0.01], lr=0.05,
+    exact, _, _ = regularisation_path(_linear_model(4), X, y, scale, [0.01])
+    sampled, _, _ = regularisation_path(_linear_model(4), X, y, scale, [0.01],
                                         max_rows=500,
                                         generator=torch.Generator().manual_seed(0))
     assert sampled[0].log_evidence == pytest.approx(exact[0].log_evidence, abs=2e-3)
@@ -153,3 +156,20 @@ def test_bad_strengths_are_refused():
     with pytest.raises(ValueError, match="cv_folds"):
         regularisation_path(_linear_model(2), X, y, torch.ones(1, dtype=torch.float64), [1.0],
                             select="cv")
+
+
+def test_an_unknown_optimizer_is_refused():
+    X, y = _linear_problem(10, 2)
+    model = _linear_model(2)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        fit_map(model, X, y, torch.ones(1, dtype=torch.float64), L2Prior(model), 0.1,
+                optimizer="sgd")
+
+
+@pytest.mark.parametrize("max_steps", [1, 2, 3, 10, 30, 51])
+def test_lbfgs_takes_at_most_max_steps(max_steps):
+    X, y = _linear_problem(40, 4)
+    model = _linear_model(4)
+    _, steps = fit_map(model, X, y, torch.ones(1, dtype=torch.float64), L2Prior(model), 1e-3,
+                       optimizer="lbfgs", max_steps=max_steps, tol=0.0, check_every=5)
+    assert steps <= max_steps

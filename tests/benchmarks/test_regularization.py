@@ -29,6 +29,31 @@ def test_tiny_run_writes_every_arm_and_scores_intervals(tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(output / "results.csv"), df)
 
 
+def test_optimizers_compared_on_the_same_cells(tmp_path):
+    import json
+
+    import pytest
+
+    output = tmp_path / "run"
+    main([*TINY, "--tasks", "forrester-lf-to-hf", "--optimizer", "lbfgs",
+          "--compare-optimizer", "adam", "--output", str(output)])
+    df = pd.read_csv(output / "results.csv")
+    assert {f"{a}-adam" for a in ADAPTERS} <= set(df.arm)
+    config = json.loads((output / "config.json").read_text())
+    assert config["optimizer"] == "lbfgs" and config["compare_optimizer"] == "adam"
+    report = (output / "regularization.md").read_text()
+    assert "lora / lora-adam" in report and "optimiser: lbfgs" in report
+    with pytest.raises(SystemExit):  # the two arms would be the same fits
+        main([*TINY, "--optimizer", "adam", "--compare-optimizer", "adam",
+              "--output", str(tmp_path / "same")])
+    with pytest.raises(SystemExit, match="another configuration"):  # not mixed into Adam's
+        main([*TINY, "--output", str(output)])
+    alone = tmp_path / "lbfgs"  # the optimiser alone is recorded and reported
+    main([*TINY, "--optimizer", "lbfgs", "--output", str(alone)])
+    assert json.loads((alone / "config.json").read_text())["optimizer"] == "lbfgs"
+    assert "optimiser: lbfgs" in (alone / "regularization.md").read_text()
+
+
 def test_interval_scores_of_a_perfect_gaussian():
     import numpy as np
 

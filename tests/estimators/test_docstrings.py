@@ -134,7 +134,7 @@ SHARED_PARAMETERS = [
     *[(name, _ADAPTING) for name in ("base", "hidden_layer_sizes")],
     *[(name, _REGULARIZED) for name in ("output_calibration", "calibration_shrinkage",
                                         "regularization", "lr", "l2_strengths",
-                                        "max_steps", "tol")],
+                                        "max_steps", "tol", "optimizer")],
 ]
 SHARED_ATTRIBUTES = [
     *[(name, _SIX) for name in ("net_", "history_", "n_trainable_params_",

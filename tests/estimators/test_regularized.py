@@ -202,3 +202,20 @@ def test_callbacks_need_the_fixed_recipe(data):
     model = LoraRegressor(base=base, rank=2, max_epochs=2, regularization="fixed",
                           callbacks=[GradientDiagnostics()]).fit(X, y)
     assert "grad_norms" in model.history_[-1]
+
+
+def test_lbfgs_is_the_default_and_a_random_forward_pass_falls_back_to_adam(data):
+    base, X_train, y_train, X_test, _, _ = data
+    short = {"base": base, "rank": 2, "l2_strengths": [1e-1, 1e-2], "max_steps": 200,
+             "random_state": 0}
+    lbfgs = LoraRegressor(**short).fit(X_train, y_train)
+    adam = LoraRegressor(**short, optimizer="adam").fit(X_train, y_train)
+    assert lbfgs.optimizer == "lbfgs"
+    assert not np.array_equal(lbfgs.predict(X_test), adam.predict(X_test))
+    # dropout makes the objective random, which a line search cannot take: Adam then
+    noisy = {**short, "dropout": 0.1}
+    np.testing.assert_array_equal(
+        LoraRegressor(**noisy).fit(X_train, y_train).predict(X_test),
+        LoraRegressor(**noisy, optimizer="adam").fit(X_train, y_train).predict(X_test))
+    with pytest.raises(ValueError, match="optimizer"):
+        LoraRegressor(**short, optimizer="sgd").fit(X_train, y_train)

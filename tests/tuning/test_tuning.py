@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from optuna_integration import OptunaSearchCV
 from sklearn.base import clone
 
-from qlsk import LoraRegressor, MLPRegressor, QueryableLoraRegressor
+from qlsk import FineTuneRegressor, LoraRegressor, MLPRegressor, QueryableLoraRegressor
 from qlsk.simlib import load_task
 from qlsk.tuning import (
     NoCompletedTrialError,
@@ -77,7 +77,7 @@ def test_in_memory_search_is_reproducible_and_refits_the_best(data):
     assert len(study.trials) == 4 and set(states(study)) == {TrialState.COMPLETE}
     assert [t.params for t in study.trials] == [t.params for t in study2.trials]
     assert [t.value for t in study.trials] == [t.value for t in study2.trials]
-    assert set(study.best_params) == {"rank", "n_atoms", "top_k", "lr", "prior_strength"}
+    assert set(study.best_params) == {"rank", "n_atoms", "top_k", "prior_strength"}
     assert best.rank == study.best_params["rank"] and best.top_k <= best.n_atoms
     assert best.predict(task.X_test).shape == task.y_test.shape
     assert best.base is base
@@ -85,11 +85,16 @@ def test_in_memory_search_is_reproducible_and_refits_the_best(data):
 
 def test_default_spaces_and_a_users_own_space(data):
     task, base = data
-    assert set(default_search_space(QueryableLoraRegressor())) == {
-        "rank", "n_atoms", "top_k", "lr"}
-    assert set(default_search_space(LoraRegressor())) == {"rank", "lr"}
+    # under L-BFGS (the adapters' default) its line search sets the step: no lr
+    assert set(default_search_space(QueryableLoraRegressor())) == {"rank", "n_atoms", "top_k"}
+    assert set(default_search_space(LoraRegressor())) == {"rank"}
+    assert set(default_search_space(LoraRegressor(optimizer="adam"))) == {"rank", "lr"}
+    assert set(default_search_space(LoraRegressor(regularization="fixed"))) == {"rank", "lr"}
+    assert set(default_search_space(FineTuneRegressor())) == {"optimizer"}
+    assert set(default_search_space(FineTuneRegressor(optimizer="adam"))) == {"lr"}
     assert set(default_search_space(MLPRegressor())) == {"lr", "weight_decay"}
-    est = LoraRegressor(base=base, max_epochs=3, max_steps=30, l2_strengths=FEW, random_state=0)
+    est = LoraRegressor(base=base, max_epochs=3, max_steps=30, l2_strengths=FEW, random_state=0,
+                        optimizer="adam")
     space = {**default_search_space(est), "alpha": FloatDistribution(1, 32, log=True)}
     study, _ = tune(est, task.X_train, task.y_train, n_trials=2, search_space=space,
                     random_state=0)
