@@ -272,8 +272,8 @@ class FineTuneRegressor(_AdaptingRegressor):
         strong-Wolfe line search, or Adam. Chosen on development tasks: L-BFGS was as
         accurate as Adam and fitted in a third to a half of the time
         (``docs/method.md``, "Regularisation chosen by the data"). A line search needs
-        a deterministic objective, so with ``dropout`` or ``routing_noise`` above 0
-        the fits use Adam.
+        a deterministic objective, so where an adapter has ``dropout`` or
+        ``routing_noise`` above 0 the fits use Adam.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -436,8 +436,8 @@ class LoraRegressor(_AdaptingRegressor):
         strong-Wolfe line search, or Adam. Chosen on development tasks: L-BFGS was as
         accurate as Adam and fitted in a third to a half of the time
         (``docs/method.md``, "Regularisation chosen by the data"). A line search needs
-        a deterministic objective, so with ``dropout`` or ``routing_noise`` above 0
-        the fits use Adam.
+        a deterministic objective, so where an adapter has ``dropout`` or
+        ``routing_noise`` above 0 the fits use Adam.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
@@ -663,8 +663,8 @@ class QueryableLoraRegressor(LoraRegressor):
         strong-Wolfe line search, or Adam. Chosen on development tasks: L-BFGS was as
         accurate as Adam and fitted in a third to a half of the time
         (``docs/method.md``, "Regularisation chosen by the data"). A line search needs
-        a deterministic objective, so with ``dropout`` or ``routing_noise`` above 0
-        the fits use Adam.
+        a deterministic objective, so where an adapter has ``dropout`` or
+        ``routing_noise`` above 0 the fits use Adam.
     hidden_layer_sizes : int or tuple of int, default=(64, 64, 64)
         The MLP pretrained when ``base`` is None. That pretraining also uses this
         estimator's ``lr``, ``weight_decay``, ``max_epochs``, ``batch_size`` and
