@@ -44,11 +44,11 @@ from .cells import (
 )
 from .run import (
     DEFAULTS,
-    STUDY_OPTIMIZER,
     adapter_settings,
     add_adapter_arguments,
     add_grid_arguments,
     capped_note,
+    record_optimizer,
     resolve_tasks,
     run_serially,
 )
@@ -249,8 +249,7 @@ def make_config(args) -> dict:
                 "max_epochs", "variants", "regularization", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if args.optimizer not in (None, STUDY_OPTIMIZER):  # as grid_config records it
-        config["optimizer"] = args.optimizer
+    record_optimizer(args, config)
     resolve_tasks(config)
     if set(config["variants"]) - set(VARIANTS) or "full" not in config["variants"]:
         raise SystemExit(f"--variants must include full and be among {list(VARIANTS)}")

@@ -37,7 +37,7 @@ from qlsk import (
     SharedMemoryRegressor,
 )
 
-from .cells import _seed
+from .cells import STUDY_OPTIMIZER, _seed
 from .described_tasks import (
     DEFAULTS,
     FULL,
@@ -78,7 +78,7 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
                     init=conditioned, freeze_condition=True, regularization="evidence",
                     max_steps=config["max_steps"], random_state=few["random_state"]),
                 "lora-evidence": LoraRegressor(base=base, max_steps=config["max_steps"],
-                                               optimizer="adam",  # as published
+                                               optimizer=STUDY_OPTIMIZER,
                                                random_state=few["random_state"]),
             }
             for method, model in models.items():

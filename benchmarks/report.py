@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from .cells import study_optimizer
 from .stats import paired_summary
 
 LABELS = {
@@ -186,7 +187,7 @@ def _regime(config: dict) -> str:
     regime = config.get("regularization", "fixed")
     if regime == "fixed":
         return "adapters trained by the fixed recipe"
-    optimizer = {"lbfgs": "L-BFGS", "adam": "Adam"}[config.get("optimizer", "adam")]
+    optimizer = {"lbfgs": "L-BFGS", "adam": "Adam"}[study_optimizer(config)]
     return (f"adapters regularised by the {regime} (full-batch {optimizer}, up to "
             f"{config.get('max_steps', 2000)} steps per strength)")
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from qlsk.adapters.evidence import OPTIMIZERS
 
-from .cells import METHODS, run_cell
+from .cells import METHODS, STUDY_OPTIMIZER, run_cell, study_optimizer
 from .runner import cell_key, check_output, read_done, run_cells
 
 QUICK = {
@@ -71,10 +71,7 @@ def resolve_tasks(config: dict) -> dict:
 
 
 GRID_KEYS = ("tasks", "sizes", "seeds", "n_source", "n_test")
-# The studies' adapters train with Adam unless --optimizer says otherwise: their published
-# figures were measured with it, before L-BFGS became the single-task adapters' default
-# (the main grid below runs the estimators' defaults instead).
-STUDY_OPTIMIZER = "adam"
+
 
 
 def add_grid_arguments(parser, quick_help: str) -> None:
@@ -105,10 +102,17 @@ def adapter_settings(config: dict) -> dict:
     and ``max_steps`` where ``--max-steps`` was given. Each is recorded in
     ``config.json`` only when it differs from how the published figures were
     measured, so older runs still resume."""
-    settings = {"optimizer": config.get("optimizer", STUDY_OPTIMIZER)}
+    settings = {"optimizer": study_optimizer(config)}
     if config.get("max_steps") is not None:
         settings["max_steps"] = config["max_steps"]
     return settings
+
+
+def record_optimizer(args, config: dict) -> None:
+    """Put ``--optimizer`` in ``config`` where it differs from the studies' Adam, so that
+    older runs still resume and runs on another optimiser do not mix into them."""
+    if getattr(args, "optimizer", None) not in (None, STUDY_OPTIMIZER):
+        config["optimizer"] = args.optimizer
 
 
 def capped_note(config: dict) -> list[str]:
@@ -118,7 +122,7 @@ def capped_note(config: dict) -> list[str]:
     if config.get("max_steps") is not None:
         lines.append(f"The adapters ran capped at {config['max_steps']} full-batch steps "
                      "per strength (`--max-steps`): a quick check, not their defaults.")
-    if config.get("optimizer", STUDY_OPTIMIZER) != STUDY_OPTIMIZER:
+    if study_optimizer(config) != STUDY_OPTIMIZER:
         lines.append(f"The adapters' full-batch optimiser: {config['optimizer']} "
                      "(`--optimizer`).")
     return lines + [""] if lines else []
@@ -131,8 +135,7 @@ def grid_config(args, common: dict, quick: dict, full: dict) -> dict:
                    if getattr(args, key) is not None})
     if getattr(args, "max_steps", None) is not None:  # the studies that take --max-steps
         config["max_steps"] = args.max_steps
-    if getattr(args, "optimizer", None) not in (None, STUDY_OPTIMIZER):
-        config["optimizer"] = args.optimizer
+    record_optimizer(args, config)
     return resolve_tasks(config)
 
 
@@ -172,7 +175,7 @@ def make_config(args) -> dict:
             config[key] = value
     # recorded only when it is not Adam, as in the runs before it, and only where the
     # adapters train full-batch
-    if config["optimizer"] == "adam" or config["regularization"] == "fixed":
+    if config["optimizer"] == STUDY_OPTIMIZER or config["regularization"] == "fixed":
         del config["optimizer"]
     resolve_tasks(config)
     if config["methods"] is None:

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from qlsk import QueryableLoraRegressor, TransferRegressor
 from qlsk.estimators.transfer import default_candidates
 
-from .cells import _seed, rmse_sd, sizes_on_one_base
+from .cells import STUDY_OPTIMIZER, _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer, smt_available
 from .regularization import add_split_argument, development_split
@@ -55,7 +55,7 @@ def _candidates() -> dict:
     measured (L-BFGS became their default after)."""
     candidates = default_candidates()
     for name in ("finetune", "lora"):
-        candidates[name].set_params(optimizer="adam")
+        candidates[name].set_params(optimizer=STUDY_OPTIMIZER)
     return candidates
 
 
@@ -86,7 +86,8 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                     for name, model in _candidates().items()}
             arms["gp-ar1"] = make_peer("gp-ar1", base, task, s)
             arms["gp-nargp"] = make_peer("gp-nargp", base, task, s)
-            arms["ql"] = QueryableLoraRegressor(base=base, random_state=s, optimizer="adam",
+            arms["ql"] = QueryableLoraRegressor(base=base, random_state=s,
+                                                optimizer=STUDY_OPTIMIZER,
                                                 task_description=task.description)
             if config["mfk"]:
                 arms["mfk"] = make_peer("mfk", base, task, s)

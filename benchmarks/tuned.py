@@ -46,10 +46,10 @@ from qlsk.tuning import make_storage, refit_best, tune
 from .cells import _seed, pretrain_base, rmse_sd
 from .run import (
     DEFAULTS,
-    STUDY_OPTIMIZER,
     adapter_settings,
     add_adapter_arguments,
     capped_note,
+    record_optimizer,
     resolve_tasks,
 )
 from .runner import executor
@@ -379,8 +379,7 @@ def make_config(args) -> dict:
                 "base_epochs", "regularization", "max_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if args.optimizer not in (None, STUDY_OPTIMIZER):  # as grid_config records it
-        config["optimizer"] = args.optimizer
+    record_optimizer(args, config)
     resolve_tasks(config)
     if set(config["methods"]) - set(METHODS):
         raise SystemExit(f"unknown methods; choose from {list(METHODS)}")
