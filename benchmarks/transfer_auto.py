@@ -28,11 +28,17 @@ from threadpoolctl import threadpool_limits
 from qlsk import QueryableLoraRegressor, TransferRegressor
 from qlsk.estimators.transfer import default_candidates
 
-from .cells import STUDY_OPTIMIZER, _seed, rmse_sd, sizes_on_one_base
+from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer, smt_available
 from .regularization import add_split_argument, development_split
-from .run import add_grid_arguments, grid_config, serial_study
+from .run import (
+    adapter_settings,
+    add_adapter_arguments,
+    add_grid_arguments,
+    grid_config,
+    serial_study,
+)
 from .stats import paired_summary, ratio_line
 
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1], "n_source": 2000,
@@ -50,12 +56,13 @@ def _timed(model, task):
     return time.perf_counter() - t0, len(caught)
 
 
-def _candidates() -> dict:
-    """``default_candidates()`` with the adapters on Adam, as the published figures were
-    measured (L-BFGS became their default after)."""
+def _candidates(config: dict) -> dict:
+    """``default_candidates()`` with the adapters on the study's optimiser: Adam unless
+    ``--optimizer`` says otherwise, as the first published figures were measured
+    (L-BFGS became the estimators' default after); ``--max-steps`` where given."""
     candidates = default_candidates()
     for name in ("finetune", "lora"):
-        candidates[name].set_params(optimizer=STUDY_OPTIMIZER)
+        candidates[name].set_params(**adapter_settings(config))
     return candidates
 
 
@@ -70,7 +77,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             fits = {}  # "auto-stack": the default 5 folds; "auto-stack-cvK": K folds
             for folds in (5, *config.get("extra_folds", ())):
                 arm = "auto-stack" if folds == 5 else f"auto-stack-cv{folds}"
-                fits[arm] = TransferRegressor(base=base, candidates=_candidates(), cv=folds,
+                fits[arm] = TransferRegressor(base=base, candidates=_candidates(config), cv=folds,
                                               random_state=s)
                 fit_time, _ = _timed(fits[arm], task)
                 rows.append({**key, "arm": arm, "chosen": fits[arm].chosen_,
@@ -83,11 +90,11 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
                     auto, auto_time = fits[arm], fit_time
             preds = {}
             arms = {name: model.set_params(base=base, random_state=s)
-                    for name, model in _candidates().items()}
+                    for name, model in _candidates(config).items()}
             arms["gp-ar1"] = make_peer("gp-ar1", base, task, s)
             arms["gp-nargp"] = make_peer("gp-nargp", base, task, s)
             arms["ql"] = QueryableLoraRegressor(base=base, random_state=s,
-                                                optimizer=STUDY_OPTIMIZER,
+                                                **adapter_settings(config),
                                                 task_description=task.description)
             if config["mfk"]:
                 arms["mfk"] = make_peer("mfk", base, task, s)
@@ -140,6 +147,7 @@ def main(argv=None) -> None:
     parser.add_argument("--extra-folds", nargs="+", type=int, default=[],
                         help="also run auto with these numbers of folds (arms "
                              "auto-stack-cvK), against its default 5")
+    add_adapter_arguments(parser)
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
     if any(k < 2 for k in args.extra_folds):
