@@ -121,8 +121,12 @@ def main(argv=None) -> None:
                                      description=__doc__.splitlines()[0])
     add_family_arguments(parser, seeds=[0], encoders=["semantic"])
     parser.add_argument("--sizes", nargs="+", type=int, default=SIZES)
+    parser.add_argument("--base-epochs", type=int, default=None,
+                        help="epochs of the base's pretraining")
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="epochs of the multi-task fits")
+    parser.add_argument("--few-steps", type=int, default=None,
+                        help="optimiser steps of the fixed-recipe few-shot fits")
     parser.add_argument("--max-steps", type=int, default=2000,
                         help="full-batch steps per strength of the evidence's fits (their "
                              "default)")
@@ -133,8 +137,9 @@ def main(argv=None) -> None:
     config = {**DEFAULTS, **FULL, "families": families, "seeds": args.seeds,
               "encoders": args.encoders, "sizes": args.sizes, "max_steps": args.max_steps,
               "methods": list(METHODS)}  # a folder of other methods is not resumed
-    if args.max_epochs:
-        config["max_epochs"] = args.max_epochs
+    for key in ("base_epochs", "max_epochs", "few_steps"):
+        if getattr(args, key):
+            config[key] = getattr(args, key)
     output = args.output or os.path.join(
         os.path.dirname(__file__), "results",
         f"fewshot-{'dev' if args.development else 'report'}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -293,7 +293,12 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
         Training data, passed unchanged (a DataFrame keeps its column names, so the
         best estimator has ``feature_names_in_``).
     n_trials : int
-        Trials this call runs (processes sharing a study add theirs up); at least 1.
+        Trials this call runs (processes sharing a study add theirs up); at least 1. A
+        trial that proposes the parameters of a completed trial of the study is not
+        fitted again: it takes that trial's value and fold scores and records its
+        number as ``user_attrs["repeat_of"]`` (the same folds and seeds would give the
+        same scores). Small spaces, such as LoRA's ``rank`` alone under L-BFGS, then
+        cost one fit per point, however many trials.
     search_space : dict of str to optuna distribution, or None
         ``None``: :func:`default_search_space`. A dict replaces it; to extend the
         default, pass ``{**default_search_space(estimator), "alpha": ...}``. A space
@@ -417,6 +422,11 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
 
     def objective(trial):
         params = {n: _suggest(trial, n, d) for n, d in space.items()}
+        earlier = _same_params(trial)
+        if earlier is not None:  # the same folds and seeds would give the same scores
+            trial.set_user_attr("repeat_of", earlier.number)
+            trial.set_user_attr("fold_scores", earlier.user_attrs.get("fold_scores"))
+            return earlier.value
         scores = []
         for i, (train, test) in enumerate(folds):
             model = clone(estimator).set_params(**params)
@@ -445,6 +455,14 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
     if not refit:
         return study, None
     return study, refit_best(estimator, study, X, y)
+
+
+def _same_params(trial):
+    """A completed trial of ``trial``'s study with the same parameters, or ``None``."""
+    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if other.number != trial.number and other.params == trial.params:
+            return other
+    return None
 
 
 def refit_best(estimator, study, X, y, trials=None):

@@ -9,7 +9,8 @@ from benchmarks.fewshot_regimes import METHODS, main
 def test_tiny_run_scores_every_method_and_size(tmp_path):
     output = tmp_path / "run"
     main(["--families", "mixed-2d", "--encoders", "lexical", "--sizes", "10",
-          "--max-epochs", "1", "--max-steps", "30", "--output", str(output)])
+          "--base-epochs", "5", "--max-epochs", "1", "--few-steps", "20",
+          "--max-steps", "30", "--output", str(output)])
     df = pd.read_csv(output / "results.csv")
     assert set(df.method) == set(METHODS) and set(df.n) == {10}
     per_cell = df.groupby(["member", "n"]).method.nunique()

@@ -310,6 +310,29 @@ def test_killed_worker_loses_no_completed_trial_and_its_trial_is_retried(postgre
     assert retries[0].params == by_number[killed].params
 
 
+def test_a_repeated_proposal_takes_the_earlier_trials_value_without_fitting(data):
+    task, base = data
+    fits = []
+
+    class Counted(FineTuneRegressor):
+        def fit(self, X, y):
+            fits.append(self.optimizer)
+            return super().fit(X, y)
+
+    # Under L-BFGS fine-tuning searches `optimizer` alone: two points, five trials
+    est = Counted(base=base, max_steps=30, l2_strengths=FEW, random_state=0)
+    study, best = tune(est, task.X_train, task.y_train, n_trials=5, cv=2, random_state=0)
+    points = {t.params["optimizer"] for t in study.trials}
+    assert len(fits) == 2 * len(points) + 1  # two folds per point, and the refit
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert len(repeats) == 5 - len(points)
+    for t in repeats:
+        earlier = study.trials[t.user_attrs["repeat_of"]]
+        assert earlier.params == t.params and "repeat_of" not in earlier.user_attrs
+        assert earlier.value == t.value
+        assert earlier.user_attrs["fold_scores"] == t.user_attrs["fold_scores"]
+
+
 def test_estimators_work_inside_optuna_search_cv(data):
     task, base = data
     est = LoraRegressor(base=base, max_epochs=3, max_steps=30, l2_strengths=FEW,
