@@ -16,6 +16,11 @@ first ``n`` noisy rows adapt:
 - ``lora-evidence``: :class:`~qlsk.LoraRegressor` at its defaults on the ``n`` rows
   alone (no description): the single-task answer.
 
+The evidence's fits use Adam, as the published figures were measured, unless
+``--optimizer lbfgs``; ``--compare-optimizer`` adds the three evidence arms on the
+other optimiser (``memory-evidence-adam``, ...) to the same cells, paired in the
+summary.
+
 Settings are :mod:`benchmarks.described_tasks`'s. Designs are chosen on the development
 families (``--development``) and reported on the others. RMSE on clean test rows over
 the member's sd; ``cells.jsonl``, ``results.csv`` and ``summary.md`` in ``--output``
@@ -36,8 +41,9 @@ from qlsk import (
     LoraRegressor,
     SharedMemoryRegressor,
 )
+from qlsk.adapters.evidence import OPTIMIZERS
 
-from .cells import STUDY_OPTIMIZER, _seed
+from .cells import _seed, study_optimizer
 from .described_tasks import (
     DEFAULTS,
     FULL,
@@ -47,12 +53,26 @@ from .described_tasks import (
     chosen_families,
     training_members,
 )
+from .run import record_optimizer
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
 METHODS = ("memory-fixed", "memory-evidence", "conditioning-fixed", "conditioning-evidence",
            "lora-evidence")
 SIZES = [10, 25, 50]
+EVIDENCE = ("memory-evidence", "conditioning-evidence", "lora-evidence")
+
+
+def _evidence_models(config, memory, conditioned, base, seed: int, optimizer: str) -> dict:
+    """The three evidence arms of one member and size, on ``optimizer``."""
+    settings = {"max_steps": config["max_steps"], "optimizer": optimizer,
+                "random_state": seed}
+    return {
+        "memory-evidence": FewShotRegressor(memory, regularization="evidence", **settings),
+        "conditioning-evidence": ConditionedLoraRegressor(
+            init=conditioned, freeze_condition=True, regularization="evidence", **settings),
+        "lora-evidence": LoraRegressor(base=base, **settings),
+    }
 
 
 def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
@@ -67,22 +87,22 @@ def run_cell(config: dict, family: str, seed: int, encoder: str) -> list[dict]:
         for n in config["sizes"]:
             X_n, y_n = data.rows([member], n)
             few = _few_common(config, n, _seed(family, seed, member, n))
+            evidence = _evidence_models(config, memory, conditioned, base,
+                                        few["random_state"], study_optimizer(config))
             models = {
                 "memory-fixed": FewShotRegressor(memory, regularization="fixed", **few),
-                "memory-evidence": FewShotRegressor(
-                    memory, regularization="evidence", max_steps=config["max_steps"],
-                    random_state=few["random_state"]),
+                "memory-evidence": evidence["memory-evidence"],
                 "conditioning-fixed": ConditionedLoraRegressor(
                     init=conditioned, freeze_condition=True, regularization="fixed", **few),
-                "conditioning-evidence": ConditionedLoraRegressor(
-                    init=conditioned, freeze_condition=True, regularization="evidence",
-                    max_steps=config["max_steps"], random_state=few["random_state"]),
-                "lora-evidence": LoraRegressor(base=base, max_steps=config["max_steps"],
-                                               optimizer=STUDY_OPTIMIZER,
-                                               random_state=few["random_state"]),
+                "conditioning-evidence": evidence["conditioning-evidence"],
+                "lora-evidence": evidence["lora-evidence"],
             }
+            if config.get("compare_optimizer"):  # the same arms on the other optimiser
+                other = config["compare_optimizer"]
+                models.update({f"{m}-{other}": model for m, model in _evidence_models(
+                    config, memory, conditioned, base, few["random_state"], other).items()})
             for method, model in models.items():
-                described = method != "lora-evidence"
+                described = not method.startswith("lora-evidence")
                 fit_s = _fit(model, X_n if described else X_n[data.features].to_numpy(), y_n)
                 rmse = data.score(model.predict if described else (
                     lambda Xt, m=model: m.predict(Xt[data.features].to_numpy())), member)
@@ -108,6 +128,13 @@ def summary(df: pd.DataFrame) -> str:
             continue
         for n, part in wide.groupby(level="n"):
             lines.append(ratio_line(f"{a} / {b}", n, paired_summary(part[a] / part[b])))
+    for other in OPTIMIZERS:
+        for method in EVIDENCE:
+            if f"{method}-{other}" not in wide:
+                continue
+            for n, part in wide.groupby(level="n"):
+                lines.append(ratio_line(f"{method} / {method}-{other}", n,
+                                        paired_summary(part[method] / part[f"{method}-{other}"])))
     times = df.groupby("method").fit_s.median().round(1).to_dict()
     lines += ["", f"median fit seconds: {times}"]
     for method in ("memory-evidence", "conditioning-evidence"):
@@ -130,6 +157,12 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=2000,
                         help="full-batch steps per strength of the evidence's fits (their "
                              "default)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                        help="the evidence's full-batch optimiser (default: adam, with "
+                             "which the published figures were measured)")
+    parser.add_argument("--compare-optimizer", choices=OPTIMIZERS, default=None,
+                        help="also fit the evidence's arms on this optimiser, in the same "
+                             "cells")
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     parser.add_argument("--output", default=None, help="result folder (an existing one resumes)")
     args = parser.parse_args(argv)
@@ -140,6 +173,11 @@ def main(argv=None) -> None:
     for key in ("base_epochs", "max_epochs", "few_steps"):
         if getattr(args, key):
             config[key] = getattr(args, key)
+    record_optimizer(args, config)  # recorded only when not Adam: older runs resume
+    if args.compare_optimizer:
+        if args.compare_optimizer == study_optimizer(config):
+            parser.error("--compare-optimizer must differ from --optimizer")
+        config["compare_optimizer"] = args.compare_optimizer
     output = args.output or os.path.join(
         os.path.dirname(__file__), "results",
         f"fewshot-{'dev' if args.development else 'report'}-{time.strftime('%Y%m%d-%H%M%S')}")
