@@ -209,7 +209,11 @@ def _result(storage, key: str):
 
 
 def run(config: dict, storage_url: str, workers: int, dask_scheduler=None) -> None:
-    """Start the workers on the storage and wait until every study is done."""
+    """Start the workers on the storage and wait until every study is done (none are
+    started when every study already is)."""
+    studies = len(config["tasks"]) * len(config["seeds"]) * len(config["methods"])
+    if len(results(config, storage_url)) == studies:
+        return
     release_claims(make_storage(storage_url))
     with executor(workers, dask_scheduler) as (submit, completed):
         for future in completed([submit(worker, config, storage_url, i)
