@@ -126,6 +126,12 @@ def table(df: pd.DataFrame) -> str:
                 ref = part[fixed].min(axis=1) if other == "best" else part[other]
                 named = "per-cell best of every fixed method" if other == "best" else other
                 out.append(ratio_line(f"{arm} / {named}", n, paired_summary(part[arm] / ref)))
+    adapters = [a for a in ("finetune", "lora", "ql") if a in wide]
+    gps = [a for a in ("gp", "gp-ar1", "gp-nargp", "mfk") if a in wide]
+    for n in sorted(df.n_train.unique()):
+        part = wide.xs(n, level="n_train")
+        out.append(ratio_line("per-cell best adapter / per-cell best GP", n, paired_summary(
+            part[adapters].min(axis=1) / part[gps].min(axis=1))))
     chosen = df[df.arm == "auto-select"].groupby("n_train").chosen.value_counts().unstack()
     weights = df[df.arm == "auto-stack"].groupby("n_train")[
         [c for c in df if c.startswith("weight_")]].mean().round(2)
