@@ -174,6 +174,9 @@ def _print_trial(study, trial) -> None:
     if trial.value is not None:
         line += (f": CV R^2 {trial.value:.4f} (best {study.best_value:.4f}, trial "
                  f"{study.best_trial.number})")
+    repeat = trial.user_attrs.get("repeat_of")
+    if repeat is not None:
+        line += f", the value of trial {repeat}, whose parameters it repeats"
     print(f"{line} with {_format_params(trial.params)}", file=sys.stderr, flush=True)
 
 

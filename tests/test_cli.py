@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from qlsk import __version__
-from qlsk.cli import main
+from qlsk.cli import _print_trial, main
 from qlsk.tuning import make_storage
 
 TINY = ["--task", "park91a-lf-to-hf", "--n-source", "200", "--base-epochs", "5",
@@ -169,3 +169,13 @@ def test_the_multifidelity_gp_is_tuned_over_its_kind(tmp_path):
     assert code == 0, err
     assert {"kind"} == set(trials(journal, "gp")[0].params)
     assert out.startswith("study gp: 2 trials, best CV R^2")
+
+
+def test_a_repeated_trial_says_whose_value_it_took(capsys):
+    rank = optuna.distributions.IntDistribution(1, 4)
+    study = optuna.create_study(direction="maximize")
+    for attrs in ({}, {"repeat_of": 0}):
+        study.add_trial(optuna.trial.create_trial(params={"rank": 2}, distributions={
+            "rank": rank}, value=0.5, user_attrs=attrs))
+    _print_trial(study, study.trials[1])
+    assert "the value of trial 0, whose parameters it repeats" in capsys.readouterr().err
