@@ -94,9 +94,10 @@ class ConditionedLoraRegressor(SharesFitted, _RegularizedDescribed):
         The convergence tolerance of those fits.
     optimizer : {"adam", "lbfgs"}, default="adam"
         The full-batch optimiser of ``"evidence"`` and ``"cv"`` (see
-        :class:`~qlsk.LoraRegressor`). Adam here, as every few-shot figure was
-        measured: L-BFGS, the single-task adapters' default, was chosen on their
-        development tasks and is not measured on this path (with it, ``lr`` leaves
+        :class:`~qlsk.LoraRegressor`). Adam here: on the development families
+        L-BFGS, the single-task adapters' default, fitted few-shot in a quarter of
+        the time at 1.008-1.010x the error (``docs/multitask.md``), and accuracy
+        comes first. ``"lbfgs"`` is the faster choice (with it, ``lr`` leaves
         :func:`~qlsk.tuning.tune`'s default search space).
     lr : float or None, default=None
         The learning rate (``None``: 1e-3 for ``"fixed"``'s AdamW; on the full-batch
