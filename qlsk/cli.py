@@ -174,10 +174,11 @@ def _print_trial(study, trial) -> None:
     if trial.value is not None:
         line += (f": CV R^2 {trial.value:.4f} (best {study.best_value:.4f}, trial "
                  f"{study.best_trial.number})")
+    line = f"{line} with {_format_params(trial.params)}"
     repeat = trial.user_attrs.get("repeat_of")
     if repeat is not None:
-        line += f", the value of trial {repeat}, whose parameters it repeats"
-    print(f"{line} with {_format_params(trial.params)}", file=sys.stderr, flush=True)
+        line += f" (as trial {repeat}: its value, not fitted again)"
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_tune(args) -> None:

@@ -178,4 +178,5 @@ def test_a_repeated_trial_says_whose_value_it_took(capsys):
         study.add_trial(optuna.trial.create_trial(params={"rank": 2}, distributions={
             "rank": rank}, value=0.5, user_attrs=attrs))
     _print_trial(study, study.trials[1])
-    assert "the value of trial 0, whose parameters it repeats" in capsys.readouterr().err
+    assert capsys.readouterr().err.rstrip().endswith(
+        "with rank=2 (as trial 0: its value, not fitted again)")

@@ -8,6 +8,7 @@ import time
 import warnings
 from collections import Counter
 
+import joblib
 import numpy as np
 import optuna
 from optuna.distributions import (
@@ -39,6 +40,8 @@ TOP_K = IntDistribution(1, 4)
 _ESTIMATOR_ATTR = "estimator"
 # The user attribute of a trial that says why it failed.
 _FAILURE_ATTR = "failure"
+# The user attribute of a trial that fingerprints what else decided its scores.
+_SETUP_ATTR = "setup"
 
 
 class NoCompletedTrialError(RuntimeError):
@@ -294,11 +297,13 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
         best estimator has ``feature_names_in_``).
     n_trials : int
         Trials this call runs (processes sharing a study add theirs up); at least 1. A
-        trial that proposes the parameters of a completed trial of the study is not
-        fitted again: it takes that trial's value and fold scores and records its
-        number as ``user_attrs["repeat_of"]`` (the same folds and seeds would give the
-        same scores). Small spaces, such as LoRA's ``rank`` alone under L-BFGS, then
-        cost one fit per point, however many trials.
+        trial that proposes the parameters of a completed trial of the study, fitted
+        with the same other settings (by their ``repr``), rows, folds and scorer, is
+        not fitted again: it takes that trial's value and fold scores and records its
+        number as ``user_attrs["repeat_of"]``, as the same seeded fits would give the
+        same scores. Small spaces, such as LoRA's ``rank`` alone under L-BFGS, then
+        cost one fit per point, however many trials. Not with a pruner, nor for an
+        estimator with ``random_state=None``.
     search_space : dict of str to optuna distribution, or None
         ``None``: :func:`default_search_space`. A dict replaces it; to extend the
         default, pass ``{**default_search_space(estimator), "alpha": ...}``. A space
@@ -420,13 +425,17 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
     if _ESTIMATOR_ATTR not in study.user_attrs:
         study.set_user_attr(_ESTIMATOR_ATTR, type(estimator).__name__)
 
+    setup = _setup(estimator, space, X, y, folds, scoring, pruner)
+
     def objective(trial):
         params = {n: _suggest(trial, n, d) for n, d in space.items()}
-        earlier = _same_params(trial)
-        if earlier is not None:  # the same folds and seeds would give the same scores
+        earlier = _same_trial(trial, setup)
+        if earlier is not None:  # the same fits would give the same scores
             trial.set_user_attr("repeat_of", earlier.number)
-            trial.set_user_attr("fold_scores", earlier.user_attrs.get("fold_scores"))
+            trial.set_user_attr("fold_scores", earlier.user_attrs["fold_scores"])
             return earlier.value
+        if setup is not None:
+            trial.set_user_attr(_SETUP_ATTR, setup)
         scores = []
         for i, (train, test) in enumerate(folds):
             model = clone(estimator).set_params(**params)
@@ -457,10 +466,29 @@ def tune(estimator, X, y, *, n_trials, search_space=None, cv=None, groups=None,
     return study, refit_best(estimator, study, X, y)
 
 
-def _same_params(trial):
-    """A completed trial of ``trial``'s study with the same parameters, or ``None``."""
-    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if other.number != trial.number and other.params == trial.params:
+def _setup(estimator, space, X, y, folds, scoring, pruner) -> str | None:
+    """A fingerprint of what, besides a trial's parameters, decides its scores: the
+    estimator's other settings (by their ``repr``), the rows, the folds and the scorer;
+    ``None`` where the same parameters need not give the same scores (an unseeded
+    estimator) or where a pruner reads every trial's learning curve."""
+    fixed = {k: v for k, v in estimator.get_params(deep=False).items() if k not in space}
+    if fixed.get("random_state", 0) is None or pruner is not None:
+        return None
+    return joblib.hash((type(estimator).__name__, repr(sorted(fixed.items())), X, y,
+                        [(train.tolist(), test.tolist()) for train, test in folds],
+                        repr(scoring)))
+
+
+def _same_trial(trial, setup: str | None):
+    """A completed trial of ``trial``'s study with the same parameters and ``setup``,
+    or ``None``."""
+    if setup is None:
+        return None
+    for other in trial.study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,)):
+        if (other.number != trial.number and other.params == trial.params
+                and other.user_attrs.get(_SETUP_ATTR) == setup
+                and "fold_scores" in other.user_attrs):
             return other
     return None
 

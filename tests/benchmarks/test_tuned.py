@@ -49,15 +49,20 @@ def _studies(output):
         if not s.study_name.startswith("claim:")}
 
 
-def test_two_workers_give_the_same_results_as_one(one_worker, tmp_path):
+def test_two_workers_give_the_same_results_as_one(one_worker, tmp_path, monkeypatch):
     two = _run(tmp_path / "two", "--workers", "2")
     cols = ["task", "seed", "method", "rmse_sd", "best_params", "cv_r2"]
     pd.testing.assert_frame_equal(two[cols], one_worker[cols])
     text = (tmp_path / "two" / "tuned.md").read_text()
     assert "| ql / lora |" in text and "importances.png" in text
     assert (tmp_path / "two" / "importances.png").stat().st_size > 0
-    # A second call finds every study done and trains nothing.
+    # A second call finds every study done: it starts no worker and trains nothing.
     before = _studies(tmp_path / "two")
+
+    def no_workers(*args):
+        raise AssertionError("a worker was started for a finished run")
+
+    monkeypatch.setattr(tuned, "executor", no_workers)
     _run(tmp_path / "two", "--workers", "2")
     assert _studies(tmp_path / "two") == before
     with pytest.raises(SystemExit, match="another configuration"):

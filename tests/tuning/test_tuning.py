@@ -310,7 +310,7 @@ def test_killed_worker_loses_no_completed_trial_and_its_trial_is_retried(postgre
     assert retries[0].params == by_number[killed].params
 
 
-def test_a_repeated_proposal_takes_the_earlier_trials_value_without_fitting(data):
+def test_a_repeated_proposal_takes_the_earlier_trials_value_without_fitting(data, tmp_path):
     task, base = data
     fits = []
 
@@ -321,7 +321,9 @@ def test_a_repeated_proposal_takes_the_earlier_trials_value_without_fitting(data
 
     # Under L-BFGS fine-tuning searches `optimizer` alone: two points, five trials
     est = Counted(base=base, max_steps=30, l2_strengths=FEW, random_state=0)
-    study, best = tune(est, task.X_train, task.y_train, n_trials=5, cv=2, random_state=0)
+    shared = {"storage": str(tmp_path / "s.log"), "study_name": "s", "cv": 2,
+              "random_state": 0}
+    study, best = tune(est, task.X_train, task.y_train, n_trials=5, **shared)
     points = {t.params["optimizer"] for t in study.trials}
     assert len(fits) == 2 * len(points) + 1  # two folds per point, and the refit
     repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
@@ -331,6 +333,12 @@ def test_a_repeated_proposal_takes_the_earlier_trials_value_without_fitting(data
         assert earlier.params == t.params and "repeat_of" not in earlier.user_attrs
         assert earlier.value == t.value
         assert earlier.user_attrs["fold_scores"] == t.user_attrs["fold_scores"]
+    # The same study, other settings: its trial is fitted, as is every unseeded one
+    for other, n_trials in ((clone(est).set_params(max_steps=20), 1),
+                            (clone(est).set_params(random_state=None), 2)):
+        fits.clear()
+        tune(other, task.X_train, task.y_train, n_trials=n_trials, refit=False, **shared)
+        assert len(fits) == 2 * n_trials
 
 
 def test_estimators_work_inside_optuna_search_cv(data):
