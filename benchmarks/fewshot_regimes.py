@@ -53,7 +53,7 @@ from .described_tasks import (
     chosen_families,
     training_members,
 )
-from .run import record_optimizer
+from .run import add_optimizer_arguments, record_optimizer
 from .runner import run_cells, write_rows
 from .stats import paired_summary, ratio_line
 
@@ -157,12 +157,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=2000,
                         help="full-batch steps per strength of the evidence's fits (their "
                              "default)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                        help="the evidence's full-batch optimiser (default: adam, with "
-                             "which the published figures were measured)")
-    parser.add_argument("--compare-optimizer", choices=OPTIMIZERS, default=None,
-                        help="also fit the evidence's arms on this optimiser, in the same "
-                             "cells")
+    add_optimizer_arguments(parser, compare=True)
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
     parser.add_argument("--output", default=None, help="result folder (an existing one resumes)")
     args = parser.parse_args(argv)
@@ -174,10 +169,6 @@ def main(argv=None) -> None:
         if getattr(args, key):
             config[key] = getattr(args, key)
     record_optimizer(args, config)  # recorded only when not Adam: older runs resume
-    if args.compare_optimizer:
-        if args.compare_optimizer == study_optimizer(config):
-            parser.error("--compare-optimizer must differ from --optimizer")
-        config["compare_optimizer"] = args.compare_optimizer
     output = args.output or os.path.join(
         os.path.dirname(__file__), "results",
         f"fewshot-{'dev' if args.development else 'report'}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -182,16 +182,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.regularization",
                                      description=__doc__.splitlines()[0])
     add_grid_arguments(parser, "2 tasks, n = 50, 1 seed")
-    add_adapter_arguments(parser)
-    parser.add_argument("--compare-optimizer", choices=OPTIMIZERS, default=None,
-                        help="also fit every adapter with this full-batch optimiser (arms "
-                             "'lora-adam', ...) and pair the two")
+    add_adapter_arguments(parser, compare=True)
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
-    if args.compare_optimizer:  # recorded only when given: older runs still resume
-        if args.compare_optimizer == adapter_settings(config)["optimizer"]:
-            parser.error("--compare-optimizer must differ from --optimizer")
-        config["compare_optimizer"] = args.compare_optimizer
     serial_study(run_cell, config, args, "regularization", lambda df: [
         "# Regularisation chosen by the evidence", "",
         f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "

@@ -85,16 +85,27 @@ def add_grid_arguments(parser, quick_help: str) -> None:
     parser.add_argument("--n-test", type=int, default=None)
 
 
-def add_adapter_arguments(parser) -> None:
+def add_adapter_arguments(parser, compare: bool = False) -> None:
     """``--max-steps`` (a cap on the adapters' full-batch steps, for quick checks) and
-    ``--optimizer`` (their full-batch optimiser)."""
+    the optimiser's options (:func:`add_optimizer_arguments`)."""
     parser.add_argument("--max-steps", type=int, default=None,
                         help="full-batch steps per strength under the evidence (default: "
                              "the estimators' 2,000; a smaller cap is for quick checks)")
+    add_optimizer_arguments(parser, compare)
+
+
+def add_optimizer_arguments(parser, compare: bool = False) -> None:
+    """``--optimizer`` (the adapters' full-batch optimiser) and, with ``compare``,
+    ``--compare-optimizer`` (the same arms on the other one too, in the same cells);
+    :func:`record_optimizer` puts them in a run's configuration."""
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                         help="the adapters' full-batch optimiser under the evidence "
                              "(default: adam, with which this study's published figures "
-                             "were measured; the estimators' own default is lbfgs)")
+                             "were measured; the single-task adapters' own default is lbfgs)")
+    if compare:
+        parser.add_argument("--compare-optimizer", choices=OPTIMIZERS, default=None,
+                            help="also fit the evidence's arms with this optimiser (arms "
+                                 "'<arm>-<optimiser>') in the same cells, and pair the two")
 
 
 def adapter_settings(config: dict) -> dict:
@@ -110,9 +121,16 @@ def adapter_settings(config: dict) -> dict:
 
 def record_optimizer(args, config: dict) -> None:
     """Put ``--optimizer`` in ``config`` where it differs from the studies' Adam, so that
-    older runs still resume and runs on another optimiser do not mix into them."""
+    older runs still resume and runs on another optimiser do not mix into them; and
+    ``--compare-optimizer`` where given, which must name the other optimiser."""
     if getattr(args, "optimizer", None) not in (None, STUDY_OPTIMIZER):
         config["optimizer"] = args.optimizer
+    other = getattr(args, "compare_optimizer", None)
+    if other:
+        if other == study_optimizer(config):
+            raise SystemExit("--compare-optimizer must differ from --optimizer (the two "
+                             "arms would be the same fits)")
+        config["compare_optimizer"] = other
 
 
 def capped_note(config: dict) -> list[str]:
