@@ -11,7 +11,7 @@ import sys
 STUDIES = ("ablations", "adapter_speed", "conformal", "continual", "defaults", "described_tasks",
            "description_channels", "early_stopping", "fewshot_regimes",
            "estimator_overhead", "gp_kinds", "growing_n", "learned_prior", "output_calibration",
-           "pareto", "regularization", "transfer_auto", "tuned")
+           "pareto", "path_stopping", "regularization", "transfer_auto", "tuned")
 # Studies renamed so that no benchmark module shares a name with a package module: the
 # old name still runs the study (its result folders resume under either name).
 RENAMED = {"multitask": "described_tasks"}

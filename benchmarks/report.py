@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import study_optimizer
+from .peers import PEERS
 from .stats import paired_summary
 
 LABELS = {
@@ -86,7 +87,33 @@ def headline_table(df: pd.DataFrame) -> str:
         lines.append(f"| {LABELS[first]} / {LABELS[second]} | {_QUANTITY[quantity]} | "
                      f"{s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | {s['p']:.2g} | "
                      f"{s['better']:.0%} of {s['pairs']} |")
+    lines += _group_lines(df)
     return "\n".join(lines) if len(lines) > 2 else "–"
+
+
+# The groups of the per-cell comparisons: qlsk's adapting estimators against the GPs.
+ADAPTING = ("finetune", "lora", "ql", "ql-prior", "lora-cal", "ql-cal", "lora-gphead")
+GPS = ("gp", *PEERS)
+
+
+def _group_lines(df: pd.DataFrame) -> list[str]:
+    """Headline rows, one per size: the best adapter of each cell (chosen after the
+    fact, which flatters the adapters) against the best GP of the same cell."""
+    adapters = [m for m in ADAPTING if m in set(df.method)]
+    gps = [m for m in GPS if m in set(df.method)]
+    if not adapters or not gps:
+        return []
+    wide = df.pivot_table(index=["task", "n_train", "seed"], columns="method", values="rmse_sd")
+    ratios = wide[adapters].min(axis=1) / wide[gps].min(axis=1)
+    lines = []
+    for n, part in ratios.groupby(level="n_train"):
+        part = part[np.isfinite(part) & (part > 0)]
+        if len(part):
+            s = paired_summary(part)
+            lines.append(f"| best adapter / best GP per cell, n = {n} | test RMSE | "
+                         f"{s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | {s['p']:.2g} "
+                         f"| {s['better']:.0%} of {s['pairs']} |")
+    return lines
 
 
 def method_overview(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:

@@ -128,6 +128,24 @@ def test_headline_table_pairs_methods_on_the_same_task_size_and_seed():
     assert "QL + description / QL, no prior | test RMSE | 1.000" in text
 
 
+def test_headline_table_compares_the_best_adapter_with_the_best_gp_per_cell_and_size():
+    from benchmarks.report import headline_table
+
+    # per cell the best adapter is 0.9 (lora), the best GP 0.6 (gp-ar1 at n = 16) or
+    # 1.8 (gp-nargp at n = 32); the base is in neither group
+    rows = [{"task": t, "n_train": n, "seed": s, "method": m, "rmse_sd": v,
+             "stability": 1.0, "fit_time_s": 1.0}
+            for t in range(2) for s in range(2) for n in (16, 32)
+            for m, v in (("lora", 0.9), ("finetune", 1.2), ("base", 0.1),
+                         ("gp-ar1", 0.6 if n == 16 else 2.0),
+                         ("gp-nargp", 0.7 if n == 16 else 1.8))]
+    lines = headline_table(pd.DataFrame(rows)).splitlines()
+    at_16 = next(r for r in lines if r.startswith("| best adapter / best GP per cell, n = 16 |"))
+    at_32 = next(r for r in lines if r.startswith("| best adapter / best GP per cell, n = 32 |"))
+    assert "| 1.500 (1.500–1.500) |" in at_16 and "0% of 4" in at_16
+    assert "| 0.500 (0.500–0.500) |" in at_32 and "100% of 4" in at_32
+
+
 def test_mfk_counts_failed_choleskys_and_prints_nothing(monkeypatch, capsys):
     """SMT prints a failed Cholesky's eigenvalues (hundreds of lines each); the peer
     captures them and counts the failures instead."""
