@@ -1,14 +1,14 @@
-"""``python -m benchmarks.path_stopping``: where the evidence's path of strengths may stop.
+"""``python -m benchmarks.path_stopping``: could the evidence's path stop sooner?
 
 The adapters fit a path of L2 strengths, strongest first, and keep the fit of largest
-evidence. The path stops after two strengths below its best (the patience) or, since
-the margin rule, at once when the evidence falls more than
-:data:`qlsk.adapters.evidence.PATH_MARGIN_NATS` nats below its best. The fits before
-the stop do not depend on the rule, so a path fitted with the patience alone shows what
-every margin would have chosen and how many of its optimiser steps it would have
-skipped: this study fits LoRA, Queryable LoRA (with the task's description) and
-fine-tuning at their defaults with the margin switched off, records each path, and
-replays it under several margins.
+evidence; the path stops once the evidence has been below its best for two strengths
+in a row (the patience). The weakest strengths are the slowest to fit, so a rule that
+stops at once when the evidence falls more than a margin below its best would save
+time. The fits before a stop do not depend on the rule, so a path fitted under the
+patience shows exactly what any margin would have chosen and which optimiser steps it
+would have skipped: this study fits LoRA, Queryable LoRA (with the task's description)
+and fine-tuning at their defaults, records each path, and replays it under margins
+from 1 to 25 nats over all ``N`` residuals, and from 0.01 to 0.1 nats per residual.
 
 Writes ``cells.jsonl`` (resumable), ``config.json``, ``results.csv`` (one row per fit,
 its path as JSON) and ``path_stopping.md`` to ``--output``.
@@ -17,7 +17,6 @@ its path as JSON) and ``path_stopping.md`` to ``--output``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -27,7 +26,6 @@ import pandas as pd
 import torch
 
 from qlsk import LoraRegressor
-from qlsk.adapters import evidence
 
 from .cells import _seed, sizes_on_one_base
 from .defaults import COMMON
@@ -47,18 +45,9 @@ from .run import (
     serial_study,
 )
 
-MARGINS = (0.25, 0.5, 1.0, 2.0, math.inf)
-
-
-@contextlib.contextmanager
-def patience_alone():
-    """Switch the margin rule off inside ``with`` (the paths stop by the patience)."""
-    before = evidence.PATH_MARGIN_NATS
-    evidence.PATH_MARGIN_NATS = math.inf
-    try:
-        yield
-    finally:
-        evidence.PATH_MARGIN_NATS = before
+# Margins in nats over all N residuals, and per residual (N times as many nats).
+MARGINS = (1.0, 5.0, 25.0, math.inf)
+PER_RESIDUAL = (0.01, 0.05, 0.1)
 
 
 def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
@@ -71,8 +60,7 @@ def run_cell(config: dict, task_name: str, seed: int) -> list[dict]:
             model = cls(base=base, random_state=_seed(task_name, seed, n_train), **extra,
                         **adapter_settings(config))
             t0 = time.perf_counter()
-            with patience_alone():
-                model.fit(task.X_train, task.y_train)
+            model.fit(task.X_train, task.y_train)
             path = [[f["strength"], f["log_evidence"], f["steps"]]
                     for f in model.regularization_path_]
             rows.append({"task": task_name, "seed": seed, "n_train": n_train, "arm": name,
@@ -93,34 +81,37 @@ def replay(path: list, n_residuals: int, margin: float, patience: int = 2) -> tu
 
 
 def table(df: pd.DataFrame) -> str:
-    """Per margin and split: fits whose choice equals the patience alone's, and the
-    share of strengths and optimiser steps fitted."""
+    """Per split, size and margin: fits whose choice equals the estimators' rule's, and
+    the share of strengths and optimiser steps fitted."""
     out = []
     for subset, label in ((df[df.task.isin(DEVELOPMENT_TASKS)], "development tasks"),
-                          (df[~df.task.isin(DEVELOPMENT_TASKS)], "tasks the margin never saw")):
-        if subset.empty:
-            continue
-        out += [f"#### {label} ({subset.task.nunique()} tasks, {len(subset)} fits)", "",
-                "| margin (nats) | adapter | same choice as the patience alone | "
-                "strengths fitted | steps fitted |", "|---|---|---|---|---|"]
-        for margin in MARGINS:
-            for arm in (*ADAPTERS, "all"):
-                part = subset if arm == "all" else subset[subset.arm == arm]
-                same = strengths = steps = total_strengths = total_steps = 0
-                for row in part.itertuples():
-                    path = json.loads(row.path)
-                    alone, _ = replay(path, row.n_residuals, math.inf)
-                    chosen, k = replay(path, row.n_residuals, margin)
-                    same += chosen == alone
-                    strengths += k
-                    total_strengths += len(path)
-                    steps += sum(p[2] for p in path[:k])
-                    total_steps += sum(p[2] for p in path)
-                default = " (default)" if margin == evidence.PATH_MARGIN_NATS else ""
-                out.append(f"| {margin:g}{default} | {arm} | {same} of {len(part)} | "
-                           f"{strengths / total_strengths:.2f} | {steps / total_steps:.2f} |")
-        out.append("")
+                          (df[~df.task.isin(DEVELOPMENT_TASKS)], "other tasks")):
+        for n, part_n in subset.groupby("n_train"):
+            out += [f"#### {label}, n = {n} ({part_n.task.nunique()} tasks, {len(part_n)} "
+                    "fits)", "", "| margin (nats) | adapter | same choice as the patience | "
+                    "strengths fitted | steps fitted |", "|---|---|---|---|---|"]
+            for margin in (*MARGINS, *PER_RESIDUAL):
+                for arm in (*ADAPTERS, "all"):
+                    part = part_n if arm == "all" else part_n[part_n.arm == arm]
+                    out.append(_replayed(part, margin, arm, margin in PER_RESIDUAL))
+            out.append("")
     return "\n".join(out)
+
+
+def _replayed(part: pd.DataFrame, margin: float, arm: str, per_residual: bool) -> str:
+    same = strengths = steps = total_strengths = total_steps = 0
+    for row in part.itertuples():
+        path = json.loads(row.path)
+        nats = margin * row.n_residuals if per_residual else margin
+        chosen, k = replay(path, row.n_residuals, nats)
+        same += chosen == replay(path, row.n_residuals, math.inf)[0]
+        strengths += k
+        total_strengths += len(path)
+        steps += sum(p[2] for p in path[:k])
+        total_steps += sum(p[2] for p in path)
+    label = f"{margin:g} per residual" if per_residual else f"{margin:g}"
+    return (f"| {label} | {arm} | {same} of {len(part)} | "
+            f"{strengths / total_strengths:.2f} | {steps / total_steps:.2f} |")
 
 
 def main(argv=None) -> None:
@@ -131,15 +122,16 @@ def main(argv=None) -> None:
     add_adapter_arguments(parser)
     args = parser.parse_args(argv)
     config = grid_config(args, COMMON, QUICK, FULL)
-    # the estimators' own optimiser unless --optimizer says otherwise: the margin is a
-    # default of theirs, measured as they ship
+    # the estimators' own optimiser unless --optimizer says otherwise: their paths,
+    # measured as they ship
     config.setdefault("optimizer", args.optimizer or LoraRegressor().optimizer)
     development_split(args, config)
     serial_study(run_cell, config, args, "path_stopping", lambda df: [
-        "# Where the evidence's path may stop", "",
+        "# Could the evidence's path stop sooner?", "",
         f"{df.task.nunique()} tasks, sizes {config['sizes']}, seeds {config['seeds']}; "
-        "each path fitted with the patience alone (two strengths below the best) and "
-        "replayed under each margin.", "", table(df)])
+        "each path fitted as the estimators fit it (stopped after two strengths below "
+        "the best) and replayed under each margin; inf is the estimators' rule.", "",
+        table(df)])
 
 
 if __name__ == "__main__":

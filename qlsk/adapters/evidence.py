@@ -41,11 +41,6 @@ from torch import nn
 
 DEFAULT_STRENGTHS = tuple(float(v) for v in np.logspace(1, -4, 11))
 MAX_ROWS = 2000
-# The path stops at once when the evidence falls this many nats (``N · Δ log Z/N``)
-# below its best: a Bayes factor of e against the strength just fitted. On the
-# development tasks no path that fell this far ever came back above its best within
-# the patience, and the weakest strengths it skips are the slowest to fit.
-PATH_MARGIN_NATS = 1.0
 # The full-batch optimisers of (1) and their default learning rates: L-BFGS's step is
 # scaled by its line search (1 is its natural first trial); Adam's 3e-3 was chosen on
 # development tasks (as accurate as 1e-3, about twice as fast).
@@ -307,7 +302,6 @@ def regularisation_path(module: nn.Module, X: torch.Tensor, y: torch.Tensor,
                         *, prior_scales: dict | None = None, select: str = "evidence",
                         cv_folds: Sequence[tuple[np.ndarray, np.ndarray]] = (),
                         max_rows: int = MAX_ROWS, patience: int = 2,
-                        margin: float | None = None,
                         generator: torch.Generator | None = None,
                         progress: Callable | None = None,
                         **fit_options) -> tuple[list[Fit], int, LaplacePosterior]:
@@ -333,10 +327,6 @@ def regularisation_path(module: nn.Module, X: torch.Tensor, y: torch.Tensor,
         Stop the path once the criterion has been worse than its best for this many
         strengths in a row (it is near-unimodal in ``λ``, and the weakest strengths
         are the slowest to fit).
-    margin : float, optional
-        With ``select="evidence"``, also stop as soon as ``log Z`` (in nats, over all
-        ``N`` residuals) is more than ``margin`` below its best; ``math.inf`` leaves
-        only ``patience``. Default: :data:`PATH_MARGIN_NATS`, read at the call.
     generator : torch.Generator, optional
         Draws that subset.
     progress : callable, optional
@@ -356,7 +346,6 @@ def regularisation_path(module: nn.Module, X: torch.Tensor, y: torch.Tensor,
     if not strengths or min(strengths) <= 0:
         raise ValueError(f"strengths must be a non-empty list of positive numbers, "
                          f"got {strengths!r}")
-    margin = PATH_MARGIN_NATS if margin is None else margin
     prior = L2Prior(module, prior_scales)
     if select == "cv" and not cv_folds:
         raise ValueError("select='cv' needs cv_folds")
@@ -382,11 +371,8 @@ def regularisation_path(module: nn.Module, X: torch.Tensor, y: torch.Tensor,
         scores.append(-log_z if select == "evidence" else cv_error)
         if progress is not None:
             progress(fit)
-        best = int(np.argmin(scores))
-        if len(path) - 1 - best >= patience:
+        if len(path) - 1 - int(np.argmin(scores)) >= patience:
             break  # the criterion has worsened for `patience` strengths in a row
-        if select == "evidence" and (scores[-1] - scores[best]) * y.numel() > margin:
-            break  # the evidence fell clearly below its best
     chosen = int(np.argmin(scores))
     module.load_state_dict(path[chosen].state)
     return path, chosen, posteriors[chosen]
