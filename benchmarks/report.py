@@ -97,8 +97,9 @@ GPS = ("gp", *PEERS)
 
 
 def _group_lines(df: pd.DataFrame) -> list[str]:
-    """Headline rows, one per size: the best adapter of each cell (chosen after the
-    fact, which flatters the adapters) against the best GP of the same cell."""
+    """Headline rows, one per size: the best adapting method of each cell (the adapters
+    and fine-tuning; chosen after the fact, which flatters them) against the best GP
+    of the same cell."""
     adapters = [m for m in ADAPTING if m in set(df.method)]
     gps = [m for m in GPS if m in set(df.method)]
     if not adapters or not gps:
@@ -110,7 +111,7 @@ def _group_lines(df: pd.DataFrame) -> list[str]:
         part = part[np.isfinite(part) & (part > 0)]
         if len(part):
             s = paired_summary(part)
-            lines.append(f"| best adapter / best GP per cell, n = {n} | test RMSE | "
+            lines.append(f"| best adapting method / best GP per cell, n = {n} | test RMSE | "
                          f"{s['ratio']:.3f} ({s['low']:.3f}–{s['high']:.3f}) | {s['p']:.2g} "
                          f"| {s['better']:.0%} of {s['pairs']} |")
     return lines

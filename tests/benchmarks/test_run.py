@@ -140,8 +140,9 @@ def test_headline_table_compares_the_best_adapter_with_the_best_gp_per_cell_and_
                          ("gp-ar1", 0.6 if n == 16 else 2.0),
                          ("gp-nargp", 0.7 if n == 16 else 1.8))]
     lines = headline_table(pd.DataFrame(rows)).splitlines()
-    at_16 = next(r for r in lines if r.startswith("| best adapter / best GP per cell, n = 16 |"))
-    at_32 = next(r for r in lines if r.startswith("| best adapter / best GP per cell, n = 32 |"))
+    label = "| best adapting method / best GP per cell, n = {} |"
+    at_16 = next(r for r in lines if r.startswith(label.format(16)))
+    at_32 = next(r for r in lines if r.startswith(label.format(32)))
     assert "| 1.500 (1.500–1.500) |" in at_16 and "0% of 4" in at_16
     assert "| 0.500 (0.500–0.500) |" in at_32 and "100% of 4" in at_32
 
