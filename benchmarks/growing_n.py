@@ -43,7 +43,7 @@ from .run import (
     grid_config,
     serial_study,
 )
-from .stats import paired_summary, ratio_line
+from .stats import group_best, paired_summary, ratio_line
 
 TASKS = ["park91a-lf-to-hf", "friedman-sine-doubled", "robot-3-to-4-segments",
          "moon-hd-to-c2"]
@@ -107,9 +107,7 @@ def crossover(df: pd.DataFrame) -> dict:
     mean = df.groupby(["task", "n_train", "method"]).rmse_sd.mean().unstack()
     for task, part in mean.groupby(level="task"):
         part = part.droplevel("task").sort_index()
-        adapters = part[[m for m in ADAPTERS if m in part]].min(axis=1)
-        gps = part[[m for m in GPS if m in part]].min(axis=1)
-        ahead = (adapters < gps).to_numpy()
+        ahead = (group_best(part, ADAPTERS) < group_best(part, GPS)).to_numpy()
         sizes = part.index.to_numpy()
         found = [n for i, n in enumerate(sizes) if ahead[i:].all()]
         out[task] = int(found[0]) if found else None
@@ -122,7 +120,7 @@ def table(df: pd.DataFrame) -> str:
     times = df.groupby(["n_train", "method"]).fit_time_s.median().unstack()
     wide = df.pivot_table(index=["task", "seed", "n_train"], columns="method",
                           values="rmse_sd")
-    best_gp = wide[[m for m in GPS if m in wide]].min(axis=1)
+    best_gp = group_best(wide, GPS)
     out = ["Test RMSE / sd(target), mean over seeds (best per row in bold):", "",
            "| task | n | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
     for (task, n), row in mean[order].iterrows():

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .cells import study_optimizer
 from .peers import PEERS
-from .stats import paired_summary
+from .stats import group_best, paired_summary
 
 LABELS = {
     "base": "base (unadapted)", "target-only": "MLP, target only", "finetune": "fine-tune",
@@ -100,12 +100,10 @@ def _group_lines(df: pd.DataFrame) -> list[str]:
     """Headline rows, one per size: the best adapting method of each cell (the adapters
     and fine-tuning; chosen after the fact, which flatters them) against the best GP
     of the same cell."""
-    adapters = [m for m in ADAPTING if m in set(df.method)]
-    gps = [m for m in GPS if m in set(df.method)]
-    if not adapters or not gps:
+    if not set(ADAPTING) & set(df.method) or not set(GPS) & set(df.method):
         return []
     wide = df.pivot_table(index=["task", "n_train", "seed"], columns="method", values="rmse_sd")
-    ratios = wide[adapters].min(axis=1) / wide[gps].min(axis=1)
+    ratios = group_best(wide, ADAPTING) / group_best(wide, GPS)
     lines = []
     for n, part in ratios.groupby(level="n_train"):
         part = part[np.isfinite(part) & (part > 0)]

@@ -24,6 +24,12 @@ def geometric_ratio_ci(ratios, n_boot: int = 2000, seed: int = 0):
     return tuple(float(np.exp(v)) for v in (logs.mean(), *np.percentile(boot, [2.5, 97.5])))
 
 
+def group_best(wide, members):
+    """Per row of ``wide`` (a cell: methods as columns), the lowest value among the
+    columns of ``members`` it has: the best of a group of methods, chosen per cell."""
+    return wide[[m for m in members if m in wide]].min(axis=1)
+
+
 def wilcoxon_p(ratios) -> float:
     """Two-sided Wilcoxon signed-rank p-value of ``log(ratios)`` against 0.
 

@@ -32,6 +32,7 @@ from .cells import _seed, rmse_sd, sizes_on_one_base
 from .defaults import COMMON
 from .peers import make_peer, smt_available
 from .regularization import add_split_argument, development_split
+from .report import ADAPTING, GPS
 from .run import (
     adapter_settings,
     add_adapter_arguments,
@@ -39,7 +40,7 @@ from .run import (
     grid_config,
     serial_study,
 )
-from .stats import paired_summary, ratio_line
+from .stats import group_best, paired_summary, ratio_line
 
 FULL = {"tasks": None, "sizes": [50, 100], "seeds": [0, 1], "n_source": 2000,
         "n_test": 2000}
@@ -126,12 +127,10 @@ def table(df: pd.DataFrame) -> str:
                 ref = part[fixed].min(axis=1) if other == "best" else part[other]
                 named = "per-cell best of every fixed method" if other == "best" else other
                 out.append(ratio_line(f"{arm} / {named}", n, paired_summary(part[arm] / ref)))
-    adapters = [a for a in ("finetune", "lora", "ql") if a in wide]
-    gps = [a for a in ("gp", "gp-ar1", "gp-nargp", "mfk") if a in wide]
     for n in sorted(df.n_train.unique()):
         part = wide.xs(n, level="n_train")
         out.append(ratio_line("per-cell best adapter / per-cell best GP", n, paired_summary(
-            part[adapters].min(axis=1) / part[gps].min(axis=1))))
+            group_best(part, ADAPTING) / group_best(part, GPS))))
     chosen = df[df.arm == "auto-select"].groupby("n_train").chosen.value_counts().unstack()
     weights = df[df.arm == "auto-stack"].groupby("n_train")[
         [c for c in df if c.startswith("weight_")]].mean().round(2)
